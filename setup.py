@@ -1,0 +1,38 @@
+"""rldyn: training-dynamics studies of RL post-training, in JAX/Flax."""
+import setuptools
+
+setuptools.setup(
+    name="rldyn",
+    version="0.1.0",
+    description="What does RL post-training teach reasoning models? Measure it.",
+    packages=setuptools.find_packages(include=["rldyn", "rldyn.*"]),
+    package_data={"rldyn": ["data/*.json"]},
+    python_requires=">=3.10",
+    install_requires=[
+        "jax>=0.6",
+        "flax>=0.11",
+        "optax",
+        "orbax-checkpoint",
+        "numpy",
+        "ml-collections",
+        "absl-py",
+        "chex",
+        "tensorflow-datasets",
+        "array_record",
+        "importlib_resources",  # tfds 4.9.10 imports it without declaring it
+        "grain",
+    ],
+    extras_require={
+        "hf": ["safetensors", "tokenizers"],
+        "tensorboard": ["tensorboardX"],
+        "report": ["matplotlib"],
+        "dev": ["pytest", "ruptures", "scipy", "matplotlib", "tensorboardX", "safetensors", "tokenizers"],
+    },
+    entry_points={
+        "console_scripts": [
+            "rldyn-train=rldyn.main:entry",
+            "rldyn-phases=rldyn.phases.__main__:entry",
+            "rldyn-replay=rldyn.replay.__main__:entry",
+        ]
+    },
+)
