@@ -1,0 +1,241 @@
+"""A Llama/Qwen2-style decoder in Flax NNX, with an explicit KV cache.
+
+RMSNorm, RoPE, SwiGLU, grouped-query attention, optional q/k/v biases (Qwen2), tied or untied
+embeddings, separate parameter and compute dtypes. Every weight carries `logical_axes` metadata
+(`vocab`, `embed`, `mlp`, `heads`, `kv_heads`, `head_dim`); `rldyn.parallel` maps them to a mesh.
+
+Parameter names follow Hugging Face's Llama/Qwen2 checkpoints one to one; only the layouts differ
+(HF stores `[out, in]` matrices, we store `[in, out]` with the head axes split out):
+
+    HF name                                   rldyn path                                   rldyn layout
+    model.embed_tokens.weight [V, E]          embed_tokens/embedding                       [V, E]
+    model.layers.i.self_attn.q_proj.weight    layers/i/self_attn/q_proj/kernel             [E, H, D]
+    model.layers.i.self_attn.q_proj.bias      layers/i/self_attn/q_proj/bias               [H, D]
+    model.layers.i.self_attn.{k,v}_proj.*     layers/i/self_attn/{k,v}_proj/{kernel,bias}  [E, K, D], [K, D]
+    model.layers.i.self_attn.o_proj.weight    layers/i/self_attn/o_proj/kernel             [H, D, E]
+    model.layers.i.mlp.{gate,up}_proj.weight  layers/i/mlp/{gate,up}_proj/kernel           [E, F]
+    model.layers.i.mlp.down_proj.weight       layers/i/mlp/down_proj/kernel                [F, E]
+    model.layers.i.input_layernorm.weight     layers/i/input_layernorm/scale               [E]
+    model.layers.i.post_attention_layernorm   layers/i/post_attention_layernorm/scale      [E]
+    model.norm.weight                         norm/scale                                   [E]
+    lm_head.weight [V, E]                     lm_head/kernel (untied only)                 [E, V]
+
+The forward pass is pure in its inputs: `model(tokens_BT, positions_BT, attn_mask_BTS, cache)` returns
+`(logits_BTV, cache)`; the cache is an explicit pytree (`KVCache`), so a jitted sampler can carry it in
+a `lax.while_loop`. Letters: B batch, T query positions, S key positions (cache slots), E embed, H query
+heads, K kv heads, G = H // K, D head dim, F mlp, V vocab, L layers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """Decoder shape and numerics. Validates itself."""
+
+  vocab_size: int
+  d_model: int = 128
+  n_layers: int = 4
+  n_heads: int = 4
+  n_kv_heads: int = 2
+  head_dim: int = 32
+  d_ff: int = 384
+  max_seq_len: int = 256
+  rope_theta: float = 10000.0
+  norm_eps: float = 1e-6
+  qkv_bias: bool = False
+  tie_embeddings: bool = True
+  param_dtype: str = "float32"
+  dtype: str = "float32"  # compute dtype; logits are always float32
+
+  def __post_init__(self):
+    for name in ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim", "d_ff",
+                 "max_seq_len"):
+      if getattr(self, name) <= 0:
+        raise ValueError(f"model.{name} must be positive, got {getattr(self, name)}")
+    if self.n_heads % self.n_kv_heads:
+      raise ValueError(f"model.n_heads ({self.n_heads}) must be a multiple of model.n_kv_heads "
+                       f"({self.n_kv_heads}) for grouped-query attention")
+    for name in ("param_dtype", "dtype"):
+      if getattr(self, name) not in _DTYPES:
+        raise ValueError(f"model.{name}={getattr(self, name)!r}; valid: {sorted(_DTYPES)}")
+
+  @property
+  def jnp_param_dtype(self):
+    return _DTYPES[self.param_dtype]
+
+  @property
+  def jnp_dtype(self):
+    return _DTYPES[self.dtype]
+
+  def num_params(self) -> int:
+    e, f, h, k, d = self.d_model, self.d_ff, self.n_heads, self.n_kv_heads, self.head_dim
+    attn = e * h * d * 2 + e * k * d * 2 + (h * d + 2 * k * d if self.qkv_bias else 0)
+    layer = attn + 3 * e * f + 2 * e
+    head = 0 if self.tie_embeddings else e * self.vocab_size
+    return self.vocab_size * e + self.n_layers * layer + e + head
+
+
+class KVCache(NamedTuple):
+  """Preallocated keys and values for every layer: k_LBSKD, v_LBSKD."""
+
+  k: jax.Array
+  v: jax.Array
+
+  @classmethod
+  def zeros(cls, cfg: ModelConfig, batch: int, slots: int) -> "KVCache":
+    shape = (cfg.n_layers, batch, slots, cfg.n_kv_heads, cfg.head_dim)
+    return cls(jnp.zeros(shape, cfg.jnp_dtype), jnp.zeros(shape, cfg.jnp_dtype))
+
+
+def _param(rngs: nnx.Rngs, shape, axes, dtype, fan_in: int | None) -> nnx.Param:
+  if fan_in is None:
+    value = jnp.ones(shape, dtype)
+  else:
+    value = (jax.random.truncated_normal(rngs.params(), -2.0, 2.0, shape, jnp.float32)
+             * fan_in ** -0.5).astype(dtype)
+  return nnx.Param(value, logical_axes=axes)
+
+
+class RMSNorm(nnx.Module):
+
+  def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
+    self.scale = _param(rngs, (cfg.d_model,), ("embed",), cfg.jnp_param_dtype, None)
+    self.eps = cfg.norm_eps
+
+  def __call__(self, x):
+    x32 = x.astype(jnp.float32)
+    y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+    return (y * self.scale[...].astype(jnp.float32)).astype(x.dtype)
+
+
+class Proj(nnx.Module):
+  """A dense projection whose kernel keeps its head axes: y = einsum(spec, x, kernel) + bias."""
+
+  def __init__(self, rngs, shape, axes, fan_in, dtype, bias_shape=None, bias_axes=None):
+    self.kernel = _param(rngs, shape, axes, dtype, fan_in)
+    self.bias = (nnx.Param(jnp.zeros(bias_shape, dtype), logical_axes=bias_axes)
+                 if bias_shape is not None else None)
+
+  def __call__(self, spec: str, x, dtype):
+    y = jnp.einsum(spec, x, self.kernel[...].astype(dtype))
+    if self.bias is not None:
+      y = y + self.bias[...].astype(dtype)
+    return y
+
+
+def rope(x_BTND, positions_BT, theta: float):
+  """Rotary embedding, half-split convention (as in HF Llama/Qwen2)."""
+  d = x_BTND.shape[-1]
+  inv_freq = theta ** (-jnp.arange(0, d, 2, dtype=jnp.float32) / d)
+  ang = positions_BT[..., None].astype(jnp.float32) * inv_freq  # B T D/2
+  sin, cos = jnp.sin(ang)[:, :, None, :], jnp.cos(ang)[:, :, None, :]
+  x1, x2 = jnp.split(x_BTND.astype(jnp.float32), 2, axis=-1)
+  out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+  return out.astype(x_BTND.dtype)
+
+
+class Attention(nnx.Module):
+
+  def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
+    e, h, k, d, pd = cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.jnp_param_dtype
+    bias = cfg.qkv_bias
+    self.q_proj = Proj(rngs, (e, h, d), ("embed", "heads", "head_dim"), e, pd,
+                       (h, d) if bias else None, ("heads", "head_dim"))
+    self.k_proj = Proj(rngs, (e, k, d), ("embed", "kv_heads", "head_dim"), e, pd,
+                       (k, d) if bias else None, ("kv_heads", "head_dim"))
+    self.v_proj = Proj(rngs, (e, k, d), ("embed", "kv_heads", "head_dim"), e, pd,
+                       (k, d) if bias else None, ("kv_heads", "head_dim"))
+    self.o_proj = Proj(rngs, (h, d, e), ("heads", "head_dim", "embed"), h * d, pd)
+    self.cfg = cfg
+
+  def __call__(self, x_BTE, positions_BT, mask_BTS, cache: KVCache | None, layer: int, index):
+    cfg, dt = self.cfg, self.cfg.jnp_dtype
+    q = rope(self.q_proj("bte,ehd->bthd", x_BTE, dt), positions_BT, cfg.rope_theta)
+    k = rope(self.k_proj("bte,ekd->btkd", x_BTE, dt), positions_BT, cfg.rope_theta)
+    v = self.v_proj("bte,ekd->btkd", x_BTE, dt)
+    if cache is None:  # training / scoring: keys are this call's positions
+      keys, values = k, v
+    else:  # decoding: write this call's keys in place at slot `index`, attend over the layer's cache
+      at = (layer, 0, index, 0, 0)
+      cache = KVCache(jax.lax.dynamic_update_slice(cache.k, k[None].astype(cache.k.dtype), at),
+                      jax.lax.dynamic_update_slice(cache.v, v[None].astype(cache.v.dtype), at))
+      keys, values = cache.k[layer], cache.v[layer]
+    b, t, h, d = q.shape
+    g = h // cfg.n_kv_heads
+    q = q.reshape(b, t, cfg.n_kv_heads, g, d)
+    scores = jnp.einsum("btkgd,bskd->bkgts", q, keys.astype(dt)).astype(jnp.float32) * d ** -0.5
+    scores = jnp.where(mask_BTS[:, None, None, :, :], scores, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(scores, axis=-1).astype(dt)
+    out = jnp.einsum("bkgts,bskd->btkgd", probs, values.astype(dt)).reshape(b, t, h, d)
+    return self.o_proj("bthd,hde->bte", out, dt), cache
+
+
+class MLP(nnx.Module):
+
+  def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
+    e, f, pd = cfg.d_model, cfg.d_ff, cfg.jnp_param_dtype
+    self.gate_proj = Proj(rngs, (e, f), ("embed", "mlp"), e, pd)
+    self.up_proj = Proj(rngs, (e, f), ("embed", "mlp"), e, pd)
+    self.down_proj = Proj(rngs, (f, e), ("mlp", "embed"), f, pd)
+    self.dtype = cfg.jnp_dtype
+
+  def __call__(self, x_BTE):
+    dt = self.dtype
+    h = jax.nn.silu(self.gate_proj("bte,ef->btf", x_BTE, dt)) * self.up_proj("bte,ef->btf", x_BTE, dt)
+    return self.down_proj("btf,fe->bte", h, dt)
+
+
+class DecoderLayer(nnx.Module):
+
+  def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
+    self.input_layernorm = RMSNorm(cfg, rngs)
+    self.self_attn = Attention(cfg, rngs)
+    self.post_attention_layernorm = RMSNorm(cfg, rngs)
+    self.mlp = MLP(cfg, rngs)
+
+  def __call__(self, x, positions, mask, cache, layer, index):
+    a, cache = self.self_attn(self.input_layernorm(x), positions, mask, cache, layer, index)
+    x = x + a
+    x = x + self.mlp(self.post_attention_layernorm(x))
+    return x, cache
+
+
+class Decoder(nnx.Module):
+  """The language model: tokens -> float32 logits over the vocabulary."""
+
+  def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
+    self.cfg = cfg
+    self.embed_tokens = nnx.Dict(embedding=_param(
+        rngs, (cfg.vocab_size, cfg.d_model), ("vocab", "embed"), cfg.jnp_param_dtype, cfg.d_model))
+    self.layers = nnx.Dict({str(i): DecoderLayer(cfg, rngs) for i in range(cfg.n_layers)})
+    self.norm = RMSNorm(cfg, rngs)
+    self.lm_head = None if cfg.tie_embeddings else Proj(
+        rngs, (cfg.d_model, cfg.vocab_size), ("embed", "vocab"), cfg.d_model, cfg.jnp_param_dtype)
+
+  def __call__(self, tokens_BT, positions_BT, mask_BTS, cache: KVCache | None = None, index=0):
+    """Returns (logits_BTV float32, updated cache or None).
+
+    mask_BTS[b, t, s] says whether query t of row b may attend to key s; with a cache, s indexes cache
+    slots and this call's keys are written at slots [index, index + T).
+    """
+    cfg, dt = self.cfg, self.cfg.jnp_dtype
+    emb = self.embed_tokens["embedding"][...]
+    x = jnp.take(emb, tokens_BT, axis=0).astype(dt)
+    for i in range(cfg.n_layers):
+      x, cache = self.layers[str(i)](x, positions_BT, mask_BTS, cache, i, index)
+    x = self.norm(x)
+    if self.lm_head is None:
+      logits = jnp.einsum("bte,ve->btv", x, emb.astype(dt))
+    else:
+      logits = self.lm_head("bte,ev->btv", x, dt)
+    return logits.astype(jnp.float32), cache

@@ -1,0 +1,177 @@
+"""Batched generation with a preallocated KV cache inside one jitted `lax.while_loop`.
+
+    sample = make_sampler(model_cfg, SamplingConfig(max_new_tokens=96, stop_tokens=(eos,)))
+    out = sample(params, prompt_BP, prompt_mask_BP, key)   # compiled once per shape
+
+Prompts of different lengths share a batch by **left padding** to a common width P: every row then
+writes its n-th generated token at cache slot P + n, while RoPE positions skip the padding, so a padded
+row computes exactly what it would alone. The cache has P + N slots (N = max_new_tokens).
+
+Returned per generated token (B rows, N columns, right-padded after a row stops):
+  tokens_BN    the token ids (pad_id after the row stopped)
+  logp_BN      log π(token) under the policy distribution softmax(logits / temperature), float32
+  entropy_BN   full-vocabulary entropy −Σ_v π(v) log π(v) of the same distribution, float32
+  mask_BN      True on real response tokens, the stop token included
+and per row: `length_B` (real tokens) and `truncated_B` (hit max_new_tokens without a stop).
+
+top-k / top-p are sampling *filters* applied on top of the policy distribution (as in vLLM): the
+returned log-prob and entropy are the policy's, which is what the RL update recomputes, so the
+trainer/sampler mismatch is zero by construction when the filters are off (the RL default). Greedy mode
+takes the argmax and reports the temperature-1 policy's log-prob and entropy.
+
+Stop strings are given as token-id sequences (`stop_sequences`; encode the string with the task's
+tokenizer); a row stops after the step whose tokens end with one of them, keeping the sequence.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from rldyn import model as model_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingConfig:
+  """How to sample. Validates itself."""
+
+  max_new_tokens: int = 96
+  temperature: float = 1.0
+  top_p: float = 1.0
+  top_k: int = 0  # 0 disables top-k
+  greedy: bool = False
+  pad_id: int = 0
+  stop_tokens: tuple[int, ...] = ()
+  stop_sequences: tuple[tuple[int, ...], ...] = ()
+
+  def __post_init__(self):
+    if self.max_new_tokens <= 0:
+      raise ValueError(f"sampling.max_new_tokens must be positive, got {self.max_new_tokens}")
+    if not self.temperature > 0:
+      raise ValueError(f"sampling.temperature must be > 0, got {self.temperature}; use greedy=True "
+                       "for argmax decoding")
+    if not 0.0 < self.top_p <= 1.0:
+      raise ValueError(f"sampling.top_p must be in (0, 1], got {self.top_p}")
+    if self.top_k < 0:
+      raise ValueError(f"sampling.top_k must be >= 0 (0 = off), got {self.top_k}")
+    if any(len(s) == 0 for s in self.stop_sequences):
+      raise ValueError("sampling.stop_sequences must not contain an empty sequence")
+
+
+def policy_logprobs(logits_BV, temperature: float):
+  """Log-softmax of logits / temperature in float32 (the policy distribution)."""
+  return jax.nn.log_softmax(logits_BV.astype(jnp.float32) / temperature, axis=-1)
+
+
+def entropy_from_logprobs(logp_BV):
+  return -jnp.sum(jnp.exp(logp_BV) * logp_BV, axis=-1)
+
+
+def _filter(logp_BV, top_k: int, top_p: float):
+  """Masks (to -inf) tokens outside the top-k / nucleus; returns filtered log-probs (unnormalised)."""
+  neg = jnp.finfo(jnp.float32).min
+  if top_k > 0 and top_k < logp_BV.shape[-1]:
+    kth = jax.lax.top_k(logp_BV, top_k)[0][..., -1:]
+    logp_BV = jnp.where(logp_BV < kth, neg, logp_BV)
+  if top_p < 1.0:
+    sorted_desc = jnp.sort(logp_BV, axis=-1)[..., ::-1]
+    cum = jnp.cumsum(jnp.exp(sorted_desc), axis=-1)
+    # Keep the smallest prefix whose mass reaches top_p: a token stays if the mass before it < top_p.
+    keep_sorted = (cum - jnp.exp(sorted_desc)) < top_p
+    threshold = jnp.min(jnp.where(keep_sorted, sorted_desc, jnp.inf), axis=-1, keepdims=True)
+    logp_BV = jnp.where(logp_BV < threshold, neg, logp_BV)
+  return logp_BV
+
+
+def _choose(logits_BV, key, scfg: SamplingConfig):
+  """One sampling decision: (token_B, logp_B, entropy_B)."""
+  temperature = 1.0 if scfg.greedy else scfg.temperature
+  logp = policy_logprobs(logits_BV, temperature)
+  if scfg.greedy:
+    tok = jnp.argmax(logp, axis=-1)
+  else:
+    tok = jax.random.categorical(key, _filter(logp, scfg.top_k, scfg.top_p), axis=-1)
+  tok = tok.astype(jnp.int32)
+  chosen = jnp.take_along_axis(logp, tok[:, None], axis=-1)[:, 0]
+  return tok, chosen, entropy_from_logprobs(logp)
+
+
+def _stopped(history_BH, t, tok_B, scfg: SamplingConfig):
+  """Whether token t (just written at history column t + pad) ends a stop token or stop sequence."""
+  hit = jnp.zeros(tok_B.shape, bool)
+  for s in scfg.stop_tokens:
+    hit |= tok_B == s
+  pad = max((len(s) for s in scfg.stop_sequences), default=1) - 1
+  for seq in scfg.stop_sequences:
+    m = len(seq)
+    window = jax.lax.dynamic_slice_in_dim(history_BH, t + pad - m + 1, m, axis=1)
+    hit |= jnp.all(window == jnp.asarray(seq, jnp.int32)[None], axis=1)
+  return hit
+
+
+def generate(cfg: model_lib.ModelConfig, scfg: SamplingConfig, params, prompt_BP, prompt_mask_BP, key):
+  """Samples up to N = scfg.max_new_tokens tokens after left-padded prompts. See module docstring."""
+  b, p = prompt_BP.shape
+  n = scfg.max_new_tokens
+  slots = p + n
+  prompt_mask_BP = prompt_mask_BP.astype(bool)
+  prompt_len_B = prompt_mask_BP.sum(axis=1).astype(jnp.int32)
+  apply = functools.partial(model_lib.apply, cfg, params)
+
+  # Prefill: the prompt's keys go to slots [0, P); each query sees earlier real prompt tokens.
+  cache = model_lib.KVCache.zeros(cfg, b, slots)
+  key_valid_BS = jnp.concatenate([prompt_mask_BP, jnp.zeros((b, n), bool)], axis=1)
+  causal_PS = jnp.arange(slots)[None, :] <= jnp.arange(p)[:, None]
+  mask_BPS = causal_PS[None] & key_valid_BS[:, None, :]
+  logits, cache = apply(prompt_BP, model_lib.positions_from_mask(prompt_mask_BP), mask_BPS, cache, 0)
+  last_logits_BV = logits[:, -1]
+
+  pad = max((len(s) for s in scfg.stop_sequences), default=1) - 1
+  out = dict(
+      tokens=jnp.full((b, n), scfg.pad_id, jnp.int32),
+      logp=jnp.zeros((b, n), jnp.float32),
+      entropy=jnp.zeros((b, n), jnp.float32),
+      mask=jnp.zeros((b, n), bool),
+  )
+  history_BH = jnp.full((b, n + pad), -1, jnp.int32)
+  done_B = jnp.zeros((b,), bool)
+
+  def cond(carry):
+    t, _, _, _, _, done, _ = carry
+    return (t < n) & ~jnp.all(done)
+
+  def body(carry):
+    t, cache, logits_BV, out, history, done, key_valid = carry
+    tok, logp, ent = _choose(logits_BV, jax.random.fold_in(key, t), scfg)
+    live = ~done
+    tok = jnp.where(live, tok, scfg.pad_id)
+    out = dict(
+        tokens=out["tokens"].at[:, t].set(tok),
+        logp=out["logp"].at[:, t].set(jnp.where(live, logp, 0.0)),
+        entropy=out["entropy"].at[:, t].set(jnp.where(live, ent, 0.0)),
+        mask=out["mask"].at[:, t].set(live),
+    )
+    history = history.at[:, t + pad].set(tok)
+    done = done | (live & _stopped(history, t, tok, scfg))
+    # Feed the token: it occupies slot P + t at position prompt_len + t.
+    key_valid = key_valid.at[:, p + t].set(True)
+    logits, cache = apply(tok[:, None], (prompt_len_B + t)[:, None], key_valid[:, None, :], cache, p + t)
+    return t + 1, cache, logits[:, 0], out, history, done, key_valid
+
+  carry = (jnp.int32(0), cache, last_logits_BV, out, history_BH, done_B, key_valid_BS)
+  _, _, _, out, _, done, _ = jax.lax.while_loop(cond, body, carry)
+  out["length"] = out["mask"].sum(axis=1).astype(jnp.int32)
+  out["truncated"] = ~done
+  return out
+
+
+@functools.lru_cache(maxsize=64)
+def make_sampler(cfg: model_lib.ModelConfig, scfg: SamplingConfig):
+  """A jitted `sample(params, prompt_BP, prompt_mask_BP, key) -> dict`, compiled once per shape.
+
+  Shardings follow the inputs (pjit semantics): pass mesh-sharded params and a batch-sharded prompt.
+  """
+  return jax.jit(functools.partial(generate, cfg, scfg))
