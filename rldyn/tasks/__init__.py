@@ -1,0 +1,40 @@
+"""Verifiable synthetic tasks with ground-truth token roles.
+
+    task = make_task("countdown", num_count=3, error_rate=0.1)
+    problem = task.sample_problem(np.random.default_rng(0))
+    response = task.reference_trace(problem, rng)
+    task.verify(problem, response); task.token_roles(task.tokenizer.encode(response))
+"""
+
+from typing import Any
+
+from rldyn.tasks.arithmetic import ArithmeticConfig
+from rldyn.tasks.arithmetic import ArithmeticTask
+from rldyn.tasks.base import EXECUTION
+from rldyn.tasks.base import is_heldout
+from rldyn.tasks.base import OTHER
+from rldyn.tasks.base import PLANNING
+from rldyn.tasks.base import Problem
+from rldyn.tasks.base import ROLE_NAMES
+from rldyn.tasks.base import Task
+from rldyn.tasks.countdown import CountdownConfig
+from rldyn.tasks.countdown import CountdownTask
+from rldyn.tasks.tokenizer import TOKENIZER
+from rldyn.tasks.tokenizer import Tokenizer
+
+TASKS: dict[str, type[Task]] = {
+    CountdownTask.name: CountdownTask,
+    ArithmeticTask.name: ArithmeticTask,
+}
+
+
+def make_task(name: str, **kwargs: Any) -> Task:
+  """The task `name` with its config built from `kwargs`."""
+  if name not in TASKS:
+    raise ValueError(f"unknown task {name!r}; valid: {sorted(TASKS)}")
+  task_cls = TASKS[name]
+  valid = [f.name for f in task_cls.config_cls.__dataclass_fields__.values()]
+  unknown = sorted(set(kwargs) - set(valid))
+  if unknown:
+    raise ValueError(f"unknown {name} config keys {unknown}; valid: {valid}")
+  return task_cls(task_cls.config_cls(**kwargs))

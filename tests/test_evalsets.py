@@ -1,0 +1,82 @@
+"""Tests for the TFDS-backed held-out eval sets and the JSONL loader."""
+
+import json
+import sys
+
+import numpy as np
+import pytest
+
+from rldyn import tasks
+from rldyn.tasks import base
+from rldyn.tasks import evalsets
+
+
+@pytest.mark.parametrize("name", sorted(tasks.TASKS))
+def test_eval_set_builds_offline_and_reads_back(name, tmp_path):
+  task = tasks.make_task(name)
+  first = evalsets.load_eval_set(task, 64, seed=1, data_dir=str(tmp_path))
+  second = evalsets.load_eval_set(task, 64, seed=1, data_dir=str(tmp_path))
+  assert first == second == evalsets.generate_eval_problems(task, 64, seed=1)
+  assert all(isinstance(p, tasks.Problem) for p in first)
+  assert len({p.uid for p in first}) == 64
+  assert all(base.is_heldout(p) for p in first)
+  assert "tensorflow" not in sys.modules
+  # Disjoint from training problems.
+  rng = np.random.default_rng(1)
+  train = {task.sample_problem(rng).uid for _ in range(2000)}
+  assert not train & {p.uid for p in first}
+
+
+def test_eval_set_keys():
+  countdown = tasks.make_task("countdown")
+  name = lambda task, size=32, seed=0: evalsets.eval_set_builder(
+      task, size, seed, data_dir="/nonexistent").builder_config.name
+  assert name(countdown) == name(countdown)
+  assert name(countdown) != name(countdown, seed=1)
+  assert name(countdown) != name(countdown, size=33)
+  assert name(countdown) != name(tasks.make_task("countdown", num_count=4))
+  # Trace knobs do not change the problems, so they share the set.
+  assert name(countdown) == name(
+      tasks.make_task("countdown", error_rate=0.3, budget=4))
+  assert evalsets.generate_eval_problems(countdown, 16, 0) == (
+      evalsets.generate_eval_problems(
+          tasks.make_task("countdown", error_rate=0.3), 16, 0))
+  assert evalsets.generate_eval_problems(countdown, 16, 0) != (
+      evalsets.generate_eval_problems(countdown, 16, 1))
+
+
+def test_eval_set_too_large_for_config():
+  task = tasks.make_task("countdown", num_count=2, max_number=3, max_target=5)
+  with pytest.raises(ValueError, match="distinct held-out"):
+    evalsets.generate_eval_problems(task, 50)
+
+
+def test_load_jsonl(tmp_path):
+  path = tmp_path / "gsm.jsonl"
+  rows = [{"question": "Tom has 3 apples and buys 4. How many?",
+           "answer": "3 + 4 = <<3+4=7>>7\n#### 7"},
+          {"question": "What is 1,000 + 1?", "answer": "1,001"}]
+  path.write_text("\n".join(json.dumps(r) for r in rows) + "\n\n")
+  problems = evalsets.load_jsonl(str(path))
+  assert [p.answer for p in problems] == ["7", "1,001"]
+  assert problems[0].prompt == rows[0]["question"]
+  assert problems[0].uid != problems[1].uid
+  assert json.loads(problems[0].data)["solution"] == rows[0]["answer"]
+  with pytest.raises(ValueError, match="needs keys 'q'"):
+    evalsets.load_jsonl(str(path), question_key="q")
+
+
+@pytest.mark.parametrize("answer,response,expected", [
+    ("7", "so the total is 7 apples.", True),
+    ("7", "#### 7", True),
+    ("7", "#### 7.0", True),
+    ("1,001", "The answer is 1001", True),
+    ("-3", "it drops to -3", True),
+    ("7", "7 apples, then 8", False),
+    ("7", "#### 8 (7 was wrong)", False),
+    ("7", "no number here", False),
+    ("none", "7", False),
+    ("7", "9" * 100_000, False),
+])
+def test_verify_numeric(answer, response, expected):
+  assert evalsets.verify_numeric(answer, response) is expected
