@@ -1,9 +1,14 @@
 """Verifiable synthetic tasks with ground-truth token roles.
 
     task = make_task("countdown", num_count=3, error_rate=0.1)
-    problem = task.sample_problem(np.random.default_rng(0))
+    rng = np.random.default_rng(0)
+    problem = task.sample_problem(rng)
     response = task.reference_trace(problem, rng)
-    task.verify(problem, response); task.token_roles(task.tokenizer.encode(response))
+    task.verify(problem, response)  # True or False.
+    roles = task.token_roles(task.tokenizer.encode(response))  # int8 [T].
+
+The model sees `[bos] + encode(prompt) + encode(response) + [eos]`.
+`evalsets.load_eval_set(task, size, seed)` gives fixed held-out problems.
 """
 
 from typing import Any

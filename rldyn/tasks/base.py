@@ -125,7 +125,7 @@ class Task(abc.ABC):
 def normalize_mix(mix: Any, valid: Sequence[str],
                   what: str) -> tuple[tuple[str, float], ...]:
   """Validates a strategy mix (mapping or pairs) into ((name, weight), ...)."""
-  pairs = tuple(mix.items()) if isinstance(mix, Mapping) else tuple(mix)
+  pairs = tuple(mix.items()) if hasattr(mix, "items") else tuple(mix)
   out = []
   for pair in pairs:
     name, weight = pair

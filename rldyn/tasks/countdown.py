@@ -69,7 +69,6 @@ from rldyn.tasks import base
 from rldyn.tasks import expr as expr_lib
 
 STRATEGIES = ("dfs", "random", "greedy")
-_OPS = ("+", "-", "*", "/")
 _CONTROL = ("try", "back", "goal", "no", "fail")
 _FORMAT = ("answer", "target", ":", ";", "eval", "then")
 

@@ -47,11 +47,13 @@ def generate_eval_problems(task: base.Task, size: int,
   problems, seen = [], set()
   for _ in range(10 * size + 100):
     if len(problems) == size:
-      return problems
+      break
     problem = task.sample_problem(rng, heldout=True)
     if problem.uid not in seen:
       seen.add(problem.uid)
       problems.append(problem)
+  if len(problems) == size:
+    return problems
   raise ValueError(f"found only {len(problems)} distinct held-out "
                    f"{task.name} problems, {size} requested; widen the config")
 
