@@ -1,0 +1,20 @@
+"""Pretrain the countdown base model from scratch (supervised on imperfect search traces).
+
+    python -m rldyn.main --config=experiments/pretrain.py --workdir=/tmp/rldyn/base
+    python -m rldyn.main --config=experiments/pretrain.py:smoke --workdir=/tmp/rldyn/base_smoke
+
+Writes WORKDIR/base/ (params, info.json with held-out greedy accuracy and sampled pass@1); an RL study
+reuses it with --config.base_workdir=WORKDIR.
+"""
+
+from rldyn import configs
+
+
+def get_config(arg: str = ""):
+  c = configs.default()
+  c.stage = "pretrain"
+  if arg == "smoke":
+    configs.shrink(c)
+  elif arg:
+    raise ValueError(f"unknown variant {arg!r}; valid: '' (default), smoke")
+  return c

@@ -1,0 +1,22 @@
+"""The default study: GRPO on countdown, with planning/execution entropy logged at every step.
+
+    python -m rldyn.main --config=experiments/two_phase.py --workdir=/tmp/rldyn/two_phase
+    python -m rldyn.main --config=experiments/two_phase.py:smoke --workdir=/tmp/rldyn/two_phase_smoke
+    python -m rldyn.phases --workdir=/tmp/rldyn/two_phase
+
+Pretrains a small base model on imperfect countdown search traces (unless the workdir or
+--config.base_workdir has one), then runs RL with the ground-truth verifier reward. Variants:
+  ''      the CPU demo (`make demo`): a 0.8M-parameter decoder, minutes on 2 cores
+  smoke   seconds; CI
+"""
+
+from rldyn import configs
+
+
+def get_config(arg: str = ""):
+  c = configs.default()
+  if arg == "smoke":
+    configs.shrink(c)
+  elif arg:
+    raise ValueError(f"unknown variant {arg!r}; valid: '' (default), smoke")
+  return c

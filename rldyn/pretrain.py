@@ -1,0 +1,213 @@
+"""Supervised training of the base model from scratch on generated traces (also the distillation baseline).
+
+    python -m rldyn.main --config=experiments/pretrain.py:smoke --workdir=/tmp/rldyn/base
+
+Loss: next-token cross-entropy on response tokens (and the eos) given the prompt. AdamW with warmup and
+cosine decay; the step is jitted with explicit shardings on the same (data, fsdp, tensor) mesh as RL.
+Writes WORKDIR/base/: `params/` (orbax), `info.json` (model config, eval results), `metrics.jsonl`
+(one line per log interval) and `checkpoints/` (resumable training state).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+import queue
+import threading
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from absl import logging
+
+from rldyn import checkpoint as ckpt_lib
+from rldyn import data
+from rldyn import evaluation
+from rldyn import model as model_lib
+from rldyn import parallel
+from rldyn import state as state_lib
+from rldyn.config import Config
+from rldyn.optim import make_optimizer
+from rldyn.tasks import evalsets
+from rldyn.tasks.base import Task
+
+
+def cross_entropy(model_cfg: model_lib.ModelConfig, params, batch):
+  """Mean next-token NLL over loss_mask; returns (loss, token count)."""
+  tokens, mask = batch["tokens"], batch["mask"]
+  logits, _ = model_lib.apply(model_cfg, params, tokens, model_lib.positions_from_mask(mask),
+                              model_lib.causal_mask(mask))
+  logp = jax.nn.log_softmax(logits[:, :-1], axis=-1)
+  nll = -jnp.take_along_axis(logp, tokens[:, 1:, None], axis=-1)[..., 0]
+  w = batch["loss_mask"][:, :-1]
+  n = w.sum()
+  return (nll * w).sum() / jnp.maximum(n, 1.0), n
+
+
+def train_step(model_cfg: model_lib.ModelConfig, tx: optax.GradientTransformation, params, opt_state, batch):
+  """One supervised update: (params, opt_state, batch) -> (params, opt_state, metrics)."""
+  (loss, n), grads = jax.value_and_grad(functools.partial(cross_entropy, model_cfg), has_aux=True)(
+      params, batch)
+  updates, opt_state = tx.update(grads, opt_state, params)
+  params = optax.apply_updates(params, updates)
+  metrics = {"loss": loss, "tokens": n, "grad_norm": optax.global_norm(grads),
+             "param_norm": optax.global_norm(params)}
+  return params, opt_state, metrics
+
+
+def make_train_step(model_cfg, tx, mesh, params, opt_state):
+  p_sh = jax.tree.map(lambda x: x.sharding, params)
+  o_sh = jax.tree.map(lambda x: x.sharding, opt_state)
+  b_sh = parallel.batch_sharding(mesh, 2)
+  return jax.jit(functools.partial(train_step, model_cfg, tx),
+                 in_shardings=(p_sh, o_sh, {"tokens": b_sh, "mask": b_sh, "loss_mask": b_sh}),
+                 out_shardings=(p_sh, o_sh, parallel.replicated(mesh)),
+                 donate_argnums=(0, 1))
+
+
+class TraceStream:
+  """Background thread producing supervised batches from a seeded problem/trace stream.
+
+  Batch i is a pure function of (seed, i), so a resumed run sees the same data.
+  """
+
+  def __init__(self, task: Task, seed: int, batch_size: int, seq_len: int, start: int, prefetch: int = 4):
+    self._task, self._seed, self._bs, self._len = task, seed, batch_size, seq_len
+    self._q: queue.Queue = queue.Queue(maxsize=prefetch)
+    self._next = start
+    self._stop = False
+    self._thread = threading.Thread(target=self._run, daemon=True)
+    self._thread.start()
+
+  def make(self, index: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng([self._seed, index])
+    problems = [self._task.sample_problem(rng) for _ in range(self._bs)]
+    responses = [self._task.reference_trace(p, rng) for p in problems]
+    return data.supervised_batch(self._task, problems, responses, self._len)
+
+  def _run(self):
+    i = self._next
+    while not self._stop:
+      self._q.put(self.make(i))
+      i += 1
+
+  def __next__(self) -> dict[str, np.ndarray]:
+    return self._q.get()
+
+  def close(self):
+    self._stop = True
+    try:
+      while True:
+        self._q.get_nowait()
+    except queue.Empty:
+      pass
+
+
+def base_dir(workdir: str) -> str:
+  return os.path.join(os.path.abspath(workdir), "base")
+
+
+def save_params(directory: str, params) -> None:
+  path = os.path.join(os.path.abspath(directory), "params")
+  with ocp.StandardCheckpointer() as c:
+    c.save(path, params, force=True)
+
+
+def load_params(directory: str, model_cfg: model_lib.ModelConfig, mesh) -> dict:
+  """The base parameters saved by `run`, restored onto `mesh` with the model's shardings."""
+  target = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                        model_lib.abstract_params(model_cfg), state_lib.param_shardings(model_cfg, mesh))
+  with ocp.StandardCheckpointer() as c:
+    return c.restore(os.path.join(os.path.abspath(directory), "params"), target)
+
+
+def read_info(directory: str) -> dict:
+  with open(os.path.join(directory, "info.json")) as f:
+    return json.load(f)
+
+
+def run(cfg: Config, workdir: str, task: Task, mesh) -> dict:
+  """Pretrains the base model into WORKDIR/base unless it is already complete; returns its info."""
+  out_dir = base_dir(workdir)
+  if os.path.exists(os.path.join(out_dir, "info.json")):
+    logging.info("base model already trained in %s", out_dir)
+    return read_info(out_dir)
+  os.makedirs(out_dir, exist_ok=True)
+  pc = cfg.pretrain
+  if pc.batch_size % parallel.data_parallel_size(mesh):
+    raise ValueError(f"pretrain.batch_size={pc.batch_size} must be divisible by the mesh's data-parallel "
+                     f"size {parallel.data_parallel_size(mesh)} (mesh.data * mesh.fsdp)")
+  tx = make_optimizer(pc.optim, pc.steps)
+  key = jax.random.key(cfg.seed)
+  params = state_lib.init_params(cfg.model, mesh, jax.random.fold_in(key, 0))
+  opt_state = state_lib.init_opt_state(tx, params, mesh)
+  ckpt = ckpt_lib.Checkpointer(os.path.join(out_dir, "checkpoints"), keep=1)
+  start = 0
+  restored = ckpt.restore_latest(ckpt_lib.abstract_like({"params": params, "opt_state": opt_state}))
+  if restored is not None:
+    start, st, _ = restored
+    params, opt_state = st["params"], st["opt_state"]
+    logging.info("resuming pretraining at step %d", start)
+  step_fn = make_train_step(cfg.model, tx, mesh, params, opt_state)
+  stream = TraceStream(task, cfg.seed, pc.batch_size, pc.seq_len, start)
+  log = _Logger(os.path.join(out_dir, "metrics.jsonl"), pc)
+  t0 = time.time()
+  step, pending = start, None
+  try:
+    for step in range(start, pc.steps):
+      batch = parallel.shard_batch(mesh, next(stream))
+      params, opt_state, metrics = step_fn(params, opt_state, batch)
+      if pending is not None:  # fetch the previous step's metrics after dispatching this one
+        log(*pending)
+      pending = (step, metrics)
+      if (step + 1) % 500 == 0:
+        ckpt.save(step + 1, {"params": params, "opt_state": opt_state}, {"step": step + 1})
+      if pc.time_budget_s and time.time() - t0 > pc.time_budget_s:
+        logging.info("pretrain time budget reached at step %d", step + 1)
+        break
+  finally:
+    stream.close()
+  if pending is not None:
+    log(*pending, force=True)
+  train_s = time.time() - t0
+  ckpt.close()
+  problems = evalsets.load_eval_set(task, cfg.task.eval_size, cfg.task.eval_seed,
+                                    cfg.task.data_dir or None)
+  ev = evaluation.evaluate(cfg.model, cfg.sampling, params, task, problems, jax.random.fold_in(key, 1),
+                           pc.eval_samples)
+  save_params(out_dir, params)
+  info = {"model": dataclasses.asdict(cfg.model), "task": cfg.task.name, "steps": step + 1,
+          "train_s": train_s, **ev}
+  with open(os.path.join(out_dir, "info.json.tmp"), "w") as f:
+    json.dump(info, f, indent=2)
+  os.replace(os.path.join(out_dir, "info.json.tmp"), os.path.join(out_dir, "info.json"))
+  logging.info("base model: %s", info)
+  print(f"[pretrain] {step + 1} steps in {train_s:.0f}s: held-out greedy accuracy "
+        f"{ev['eval/accuracy']:.3f}, sampled pass@1 {ev['eval/pass@1']:.3f}", flush=True)
+  return info
+
+
+class _Logger:
+  """Writes one JSONL line and one progress line per log interval."""
+
+  def __init__(self, path: str, pc):
+    self.path, self.pc = path, pc
+    self.tokens, self.last_time, self.last_tokens = 0.0, time.time(), 0.0
+
+  def __call__(self, step: int, metrics, force: bool = False):
+    self.tokens += float(metrics["tokens"])
+    if not force and (step + 1) % self.pc.log_every:
+      return
+    m = {k: float(v) for k, v in jax.device_get(metrics).items()}
+    now = time.time()
+    tok_s = (self.tokens - self.last_tokens) / max(now - self.last_time, 1e-9)
+    self.last_time, self.last_tokens = now, self.tokens
+    with open(self.path, "a") as f:
+      f.write(json.dumps({"step": step + 1, **m, "tokens_seen": self.tokens, "perf/tok_s": tok_s}) + "\n")
+    print(f"[pretrain] step {step + 1}/{self.pc.steps} loss {m['loss']:.4f} "
+          f"grad_norm {m['grad_norm']:.3f} {tok_s:.0f} loss-tokens/s", flush=True)
