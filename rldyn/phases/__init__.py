@@ -1,0 +1,109 @@
+"""Two-phase arc detection from a metrics log (numpy only; never imports jax).
+
+The claim tested (SCIENCE.md §3, after HICRA, arXiv 2509.03646): RL first
+consolidates procedure -- execution-token entropy and relative perplexity fall --
+and then strategic planning becomes the bottleneck -- planning semantic entropy
+rises while execution entropy stays flat. `rldyn.phases` answers, from a log of
+`(step, {metric: value})` records, *whether* that arc happened, *where* the
+boundary tau is, *how sure* it is, and says "no" when the data do not support it.
+
+    from rldyn import phases
+    result = phases.detect(records)             # or phases.fit_phases(series)
+    result.detected, result.boundary_step, result.ci, result.confidence
+    json.dump(result.to_json(), f)              # the phases.json contract
+    python -m rldyn.phases --workdir=DIR        # DIR/phases.json, DIR/phases.png
+
+The model
+---------
+Step is rescaled to t in [0, 1]. Each signal j gets its own continuous
+two-regime curve with a breakpoint tau *shared by all signals*:
+
+* execution signals (`entropy/execution`, `ppl/execution_rel`): a decay before
+  tau -- linear or exponential, curvature kappa_j chosen from a grid -- and a
+  free linear slope after it;
+* planning (`semantic_entropy/planning`): a free linear slope before tau (flat,
+  or dipping) and a rise after it -- linear, saturating or accelerating;
+* optionally `accuracy` (role `accuracy`; by default it is only reported).
+
+Curves are continuous at tau (a kink, not a jump). Noise is Gaussian with a
+separate unknown variance per signal, so the joint log-likelihood is
+`sum_j -n_j/2 log(RSS_j / n_j)`: scale-free per signal, no standardisation
+needed. tau is estimated by **profile likelihood** over a grid (120 candidates,
+then 61 around the best), maximising over kappa at each tau.
+
+**Is there a change?** The two-regime model is compared with the best
+*one-regime* model per signal: a smooth monotone curve from a dense family
+(linear, saturating exponential such as a single exponential decay, or
+accelerating) -- so a pure decay, a monotone rise or noise are explained
+without a boundary. dBIC = BIC(one) - BIC(two), with one extra parameter per
+signal and one for tau, must exceed `bic_threshold` (default 6, "strong"
+evidence on the Kass-Raftery scale).
+
+**Is it the arc?** A change is not enough. At tau: every execution signal must
+not rise before tau, and at least one must fall significantly (t <= -2) and
+then be flat (|slope after| <= 0.5 x |mean slope before|); planning must not
+fall after tau, and must rise significantly after (t >= 2) with its slope
+before at most 0.5 x its slope after. A role that is absent from the log is
+skipped and the `reason` says which half of the arc was not tested.
+
+**How sure?** `ci` is the profile-likelihood interval for tau at 95 %
+(log-likelihood within chi2_1(0.95)/2 of its maximum; the hull of that set, so a
+bimodal profile gives a wide interval). `confidence` =
+sigmoid((dBIC - bic_threshold) / 2): the BIC approximation to the posterior
+probability of the two-regime model under a sceptical prior that gives it odds
+exp(-threshold/2); 0.5 at the threshold; 0 when the fitted shape is not the
+arc. The detector is deterministic (no resampling, no random state).
+
+Robustness
+----------
+* NaN, None, inf, missing keys, torn lines: dropped per signal; signals may be
+  logged at different cadences; a step logged twice keeps its last value.
+* Uneven spacing: the regression is in step units, never in record index.
+* Heavy tails: values are winsorised at running median +- 3 robust sigma (MAD).
+  Smoothing is used only for that and for display; fits use the raw values, so
+  smoothing cannot shift tau.
+* Autocorrelated noise: each signal's log-likelihood is divided by
+  phi = (1+rho)/(1-rho), rho = lag-1 autocorrelation of its two-regime residuals
+  (an effective-sample-size correction); this widens the interval and shrinks
+  dBIC. Misfit of the curve families shows up as autocorrelation too.
+* Short runs: below `min_points` values (15), or when no tau leaves 5 points
+  (and 5 %) of every signal in each phase, the answer is `detected: false`
+  with the reason. Long runs are averaged into <= 1000 equal-count bins for the
+  grid search (likelihoods still count raw points), so a fit costs ~0.1 s at
+  10,000 steps.
+
+What it cannot tell
+-------------------
+* Causation or mechanism: it reports the shape of logged curves, not why.
+* More than one boundary: one tau only; a run with several transitions gets the
+  strongest one or a wide interval.
+* Arcs shorter than 5 % of the run on either side, or a Phase 1 that ended
+  before logging began (strong models): reported as not detected, which is a
+  valid answer, not an error.
+* Quantitative calibration outside the synthetic bank: the interval assumes
+  the curve families fit; under strong misspecification (a sigmoid, a jump)
+  coverage falls below nominal at low noise. Heavy autocorrelation (rho > 0.9)
+  is clipped. The thresholds are calibrated on synthetic logs
+  (benchmarks/bench_phases.py), not on real runs.
+* Signals are treated as independent given the curves; correlated noise across
+  signals (same rollouts) makes dBIC optimistic.
+"""
+from rldyn.phases.detect import DEFAULT_SIGNALS
+from rldyn.phases.detect import PhaseConfig
+from rldyn.phases.detect import PhaseResult
+from rldyn.phases.detect import SignalFit
+from rldyn.phases.detect import SignalSpec
+from rldyn.phases.detect import detect
+from rldyn.phases.detect import fit_phases
+from rldyn.phases.detect import records_to_series
+from rldyn.phases.io import MetricsLog
+from rldyn.phases.io import parse_keys
+from rldyn.phases.io import read_metrics
+from rldyn.phases.online import OnlinePhaseDetector
+from rldyn.phases.report import analyse
+
+__all__ = [
+    "DEFAULT_SIGNALS", "PhaseConfig", "PhaseResult", "SignalFit", "SignalSpec", "detect",
+    "fit_phases", "records_to_series", "MetricsLog", "parse_keys", "read_metrics",
+    "OnlinePhaseDetector", "analyse",
+]

@@ -1,0 +1,61 @@
+"""Did the two-phase arc happen, and when?
+
+    python -m rldyn.phases --workdir=/tmp/rldyn/two_phase
+    python -m rldyn.phases --metrics=other_run.csv --out_dir=/tmp/p \
+        --keys=step=global_step,entropy/execution=actor/entropy_exec
+
+Reads WORKDIR/metrics.jsonl (or --metrics), writes phases.json and phases.png
+(into --out_dir, default the workdir or the metrics file's folder) and prints a
+one-paragraph verdict.
+"""
+import dataclasses
+import os
+from typing import Sequence
+
+from absl import app
+from absl import flags
+
+from rldyn.phases.detect import ACCURACY, PhaseConfig, SignalSpec
+from rldyn.phases.io import parse_keys
+from rldyn.phases.report import analyse
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory holding metrics.jsonl.")
+_METRICS = flags.DEFINE_string("metrics", None, "A metrics file instead (JSONL, CSV or TSV).")
+_OUT_DIR = flags.DEFINE_string("out_dir", None, "Where to write phases.json / phases.png.")
+_KEYS = flags.DEFINE_string(
+    "keys", None, "Names in a foreign log: 'rldyn_name=log_name,...' (step=... too) or JSON.")
+_PLOT = flags.DEFINE_bool("plot", True, "Write phases.png.")
+_WITH_ACCURACY = flags.DEFINE_bool(
+    "with_accuracy", False, "Fit accuracy jointly (it must not fall in phase 1).")
+_BIC_THRESHOLD = flags.DEFINE_float(
+    "bic_threshold", None, "dBIC needed to call two regimes (default: the library's).")
+
+
+def main(argv: Sequence[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if bool(_WORKDIR.value) == bool(_METRICS.value):
+    raise app.UsageError("give exactly one of --workdir or --metrics")
+  path = _METRICS.value or os.path.join(_WORKDIR.value, "metrics.jsonl")
+  if not os.path.isfile(path):
+    raise app.UsageError(f"no metrics file at {path}")
+  out_dir = _OUT_DIR.value or _WORKDIR.value or os.path.dirname(os.path.abspath(path))
+  config = PhaseConfig()
+  if _WITH_ACCURACY.value:
+    config = dataclasses.replace(config, signals=tuple(
+        SignalSpec(s.name, ACCURACY) if s.name == "accuracy" else s for s in config.signals))
+  if _BIC_THRESHOLD.value is not None:
+    config = dataclasses.replace(config, bic_threshold=_BIC_THRESHOLD.value)
+  result, _ = analyse(path, out_dir, keys=parse_keys(_KEYS.value), config=config,
+                      plot=_PLOT.value)
+  print(result.verdict())
+  print(f"Wrote {os.path.join(out_dir, 'phases.json')}"
+        + (f" and {os.path.join(out_dir, 'phases.png')}" if _PLOT.value else "") + ".")
+
+
+def entry() -> None:
+  app.run(main)
+
+
+if __name__ == "__main__":
+  entry()

@@ -1,0 +1,474 @@
+"""Offline two-phase detector: joint segmented regression with a shared breakpoint.
+
+`fit_phases(series, config)` is the whole algorithm (see the package docstring
+for the model and its assumptions); `detect(records, config)` is the same on
+`(step, {name: value})` records.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import statistics
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+
+from rldyn.phases import model
+from rldyn.phases.model import ACCURACY, CONTEXT, EXECUTION, PLANNING
+
+Series = Mapping[str, tuple[np.ndarray, np.ndarray]]  # name -> (steps, values)
+
+
+@dataclasses.dataclass(frozen=True)
+class SignalSpec:
+  """A metric and the role it plays in the arc.
+
+  Roles: `execution` falls then flattens; `planning` is flat or dips, then
+  rises; `accuracy` enters the joint fit and must not fall before tau;
+  `context` is fitted at tau for the report only.
+  """
+  name: str
+  role: str
+
+  def __post_init__(self):
+    if self.role not in model.ROLES:
+      raise ValueError(f"role {self.role!r} of {self.name!r} not in {model.ROLES}")
+
+
+DEFAULT_SIGNALS = (
+    SignalSpec("entropy/execution", EXECUTION),
+    SignalSpec("ppl/execution_rel", EXECUTION),
+    SignalSpec("semantic_entropy/planning", PLANNING),
+    SignalSpec("accuracy", CONTEXT),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class PhaseConfig:
+  """Detector settings. The defaults are the calibrated ones (benchmarks/bench_phases.py)."""
+  signals: tuple[SignalSpec, ...] = DEFAULT_SIGNALS  # metrics and their roles
+  min_points: int = 15             # fewer usable steps: detected=False ("too short")
+  min_segment_points: int = 5      # each phase needs this many points of each signal...
+  min_segment_frac: float = 0.05   # ...and this fraction of the signal's points
+  bic_threshold: float = 6.0       # BIC(one regime) - BIC(two regimes) needed ("strong")
+  ci_level: float = 0.95           # profile-likelihood interval level for tau
+  t_crit: float = 2.0              # |t| for a slope to count as a fall / rise
+  flat_ratio: float = 0.5          # "flat": |slope| <= flat_ratio * the other phase's slope
+  winsor_c: float = 3.0            # clip at running median +- c * robust sigma
+  max_points: int = 1000           # longer signals are binned (equal-count means) for the grid
+  coarse_grid: int = 120           # tau candidates in the first pass
+  fine_grid: int = 61              # tau candidates around the best coarse one
+  exec_kappas: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.5, 8.0, 10.0)
+  # ^ curvatures of the execution decay before tau (0: linear)
+  rise_kappas: tuple[float, ...] = (-4.0, -3.0, -2.0, -1.0, 0.0, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.5)
+  # ^ curvatures of the planning rise after tau (>0 saturating, <0 accelerating)
+
+  def __post_init__(self):
+    names = [s.name for s in self.signals]
+    if len(set(names)) != len(names):
+      raise ValueError(f"duplicate signal names: {names}")
+    if not any(s.role in model.FIT_ROLES for s in self.signals):
+      raise ValueError("at least one signal must have role execution, planning or accuracy")
+    if not 0.5 < self.ci_level < 1.0:
+      raise ValueError(f"ci_level must be in (0.5, 1), got {self.ci_level}")
+    if self.min_segment_points < 3 or self.min_points < 2 * self.min_segment_points:
+      raise ValueError("need min_segment_points >= 3 and min_points >= 2 * min_segment_points")
+    if self.coarse_grid < 5 or self.fine_grid < 3:
+      raise ValueError("coarse_grid >= 5 and fine_grid >= 3 required")
+
+
+@dataclasses.dataclass
+class SignalFit:
+  """Per-signal outcome (serialised into phases.json["signals"][name])."""
+  name: str
+  role: str
+  n: int
+  missing: bool = False
+  note: str = ""
+  n_clipped: int = 0
+  kappa: float | None = None
+  level_at_boundary: float | None = None
+  slope_before: float | None = None     # mean slope per step, first point -> tau
+  slope_after: float | None = None      # mean slope per step, tau -> last point
+  change_before: float | None = None
+  change_after: float | None = None
+  t_before: float | None = None
+  t_after: float | None = None
+  autocorr: float | None = None
+  delta_loglik: float | None = None     # two vs one regime, autocorrelation-corrected
+  one_regime: dict[str, Any] | None = None
+  pattern_ok: bool | None = None
+  contradicts: bool | None = None
+  pattern: str = ""
+  # For plotting only (not serialised).
+  _two: model.TwoRegimeFit | None = None
+  _one: model.OneRegimeFit | None = None
+  _prep: model.PreparedSignal | None = None
+
+  def to_json(self) -> dict[str, Any]:
+    out = {}
+    for f in dataclasses.fields(self):
+      if f.name.startswith("_") or f.name == "name":
+        continue
+      v = getattr(self, f.name)
+      if isinstance(v, float):
+        v = _finite_or_none(v)
+      out[f.name] = v
+    return out
+
+
+@dataclasses.dataclass
+class PhaseResult:
+  """What the detector concluded. `to_json()` is the phases.json contract."""
+  detected: bool
+  boundary_step: int | None
+  ci: tuple[int, int] | None
+  confidence: float
+  signals: dict[str, SignalFit]
+  reason: str
+  tau_candidate: float | None = None    # best tau in steps even when not detected
+  ci_candidate: tuple[float, float] | None = None
+  delta_bic: float | None = None
+  n_steps: int = 0
+  first_step: float | None = None
+  last_step: float | None = None
+  profile_steps: np.ndarray | None = None  # tau grid (steps) and its joint log-likelihood
+  profile_ll: np.ndarray | None = None
+  ll_threshold: float | None = None        # profile value above which tau is in the CI
+
+  def to_json(self) -> dict[str, Any]:
+    return {
+        "detected": bool(self.detected),
+        "boundary_step": None if self.boundary_step is None else int(self.boundary_step),
+        "ci": None if self.ci is None else [int(self.ci[0]), int(self.ci[1])],
+        "confidence": float(round(self.confidence, 6)),
+        "signals": {name: fit.to_json() for name, fit in self.signals.items()},
+        "reason": self.reason,
+    }
+
+  def verdict(self) -> str:
+    """One paragraph for a human."""
+    head = "Two-phase arc DETECTED." if self.detected else "No two-phase arc detected."
+    span = ""
+    if self.first_step is not None:
+      used = [n for n, f in self.signals.items() if not f.missing and f.role != CONTEXT]
+      ctx = [n for n, f in self.signals.items() if not f.missing and f.role == CONTEXT]
+      span = (f" Data: {self.n_steps} logged steps ({self.first_step:g}-{self.last_step:g});"
+              f" signals fitted: {', '.join(used) or 'none'}"
+              + (f"; reported only: {', '.join(ctx)}" if ctx else "") + ".")
+    return f"{head} {self.reason}{span}"
+
+
+def _finite_or_none(v: float | None) -> float | None:
+  if v is None or not math.isfinite(v):
+    return None
+  return float(v)
+
+
+def records_to_series(records: Iterable[tuple[int, Mapping[str, Any]]],
+                      names: Iterable[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+  """Collects the named metrics from records; drops non-finite values.
+
+  A step logged twice (e.g. replayed after a resume) keeps its last value.
+  """
+  names = list(names)
+  cols: dict[str, dict[float, float]] = {n: {} for n in names}
+  for step, metrics in records:
+    try:
+      s = float(step)
+    except (TypeError, ValueError):
+      continue
+    if not math.isfinite(s):
+      continue
+    for n in names:
+      v = metrics.get(n)
+      try:
+        v = float(v)
+      except (TypeError, ValueError):
+        continue
+      if math.isfinite(v):
+        cols[n][s] = v
+  out = {}
+  for n, d in cols.items():
+    steps = np.fromiter(d.keys(), np.float64, len(d))
+    vals = np.fromiter(d.values(), np.float64, len(d))
+    order = np.argsort(steps, kind="stable")
+    out[n] = (steps[order], vals[order])
+  return out
+
+
+def detect(records: Iterable[tuple[int, Mapping[str, Any]]],
+           config: PhaseConfig = PhaseConfig()) -> PhaseResult:
+  """Detector on `(step, {name: value})` records (any trainer, any order)."""
+  return fit_phases(records_to_series(records, [s.name for s in config.signals]), config)
+
+
+def _lr_critical(level: float) -> float:
+  """Half the chi-square(1) quantile: log-likelihood drop that bounds the interval."""
+  z = statistics.NormalDist().inv_cdf(0.5 + level / 2)
+  return 0.5 * z * z
+
+
+def _not_detected(signals, reason, n_steps=0, first=None, last=None) -> PhaseResult:
+  return PhaseResult(detected=False, boundary_step=None, ci=None, confidence=0.0,
+                     signals=signals, reason=reason, n_steps=n_steps,
+                     first_step=first, last_step=last)
+
+
+def fit_phases(series: Series, config: PhaseConfig = PhaseConfig()) -> PhaseResult:
+  """Fits one- and two-regime models and decides whether the two-phase arc happened.
+
+  Args:
+    series: metric name -> (steps, values); non-finite values are dropped,
+      unknown names ignored, missing names reported.
+    config: detector settings.
+
+  Returns:
+    A PhaseResult; never raises on bad or short data (it says why instead).
+  """
+  fits: dict[str, SignalFit] = {}
+  raw: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+  for spec in config.signals:
+    steps, vals = series.get(spec.name, (np.zeros(0), np.zeros(0)))
+    steps = np.asarray(steps, np.float64).ravel()
+    vals = np.asarray(vals, np.float64).ravel()
+    ok = np.isfinite(steps) & np.isfinite(vals)
+    steps, vals = steps[ok], vals[ok]
+    if steps.size and np.any(np.diff(steps) <= 0):
+      order = np.argsort(steps, kind="stable")
+      steps, vals = steps[order], vals[order]
+      last = np.append(steps[1:] != steps[:-1], True)  # last value of a repeated step
+      steps, vals = steps[last], vals[last]
+    if steps.size and np.ptp(vals) == 0:
+      fits[spec.name] = SignalFit(spec.name, spec.role, n=int(steps.size), missing=True,
+                                  note="constant signal: carries no information")
+      continue
+    if steps.size == 0:
+      fits[spec.name] = SignalFit(spec.name, spec.role, n=0, missing=True,
+                                  note="absent from the log (or all values non-finite)")
+      continue
+    raw[spec.name] = (steps, vals)
+    fits[spec.name] = SignalFit(spec.name, spec.role, n=int(steps.size))
+
+  fit_names = [s.name for s in config.signals if s.role in model.FIT_ROLES and s.name in raw]
+  if not fit_names:
+    wanted = ", ".join(s.name for s in config.signals if s.role in model.FIT_ROLES)
+    return _not_detected(fits, f"None of the phase signals ({wanted}) has usable values in the log.")
+  all_steps = np.unique(np.concatenate([raw[n][0] for n in fit_names]))
+  first, last = float(all_steps[0]), float(all_steps[-1])
+  n_steps = int(all_steps.size)
+  span = last - first
+  short = [n for n in fit_names if raw[n][0].size < config.min_points]
+  if n_steps < config.min_points or span <= 0 or len(short) == len(fit_names):
+    return _not_detected(fits, (
+        f"Too short to tell: {n_steps} usable steps (the detector needs at least "
+        f"{config.min_points} per signal to fit two phases)."), n_steps, first, last)
+  for n in short:
+    fits[n].missing = True
+    fits[n].note = f"only {raw[n][0].size} usable values (< {config.min_points}); not used"
+  fit_names = [n for n in fit_names if n not in short]
+
+  preps = {}
+  for spec in config.signals:
+    if spec.name in raw and spec.name not in short:
+      s, v = raw[spec.name]
+      preps[spec.name] = model.prepare_signal(spec.name, spec.role, s, v, first_step=first,
+                                              span=span, winsor_c=config.winsor_c,
+                                              max_points=config.max_points)
+      fits[spec.name].n_clipped = preps[spec.name].n_clipped
+      fits[spec.name]._prep = preps[spec.name]
+
+  # Admissible breakpoints: every fitted signal keeps enough points in each phase.
+  lo, hi = 0.0, 1.0
+  for n in fit_names:
+    t = preps[n].t_N
+    m = max(config.min_segment_points, int(math.ceil(config.min_segment_frac * t.size)))
+    lo, hi = max(lo, t[m - 1]), min(hi, t[t.size - m])
+  if not lo < hi:
+    return _not_detected(fits, (
+        f"Too short to tell: {n_steps} usable steps leave no room for two phases of at "
+        f"least {config.min_segment_points} points each in every signal."), n_steps, first, last)
+
+  kappas_of = lambda n: config.exec_kappas if preps[n].role == EXECUTION else config.rise_kappas
+  coarse = np.linspace(lo, hi, config.coarse_grid + 2)[1:-1] if hi - lo > 0 else np.array([lo])
+  ll_c = {n: model.two_regime_profile(preps[n], coarse, kappas_of(n)) for n in fit_names}
+  i = int(np.argmax(sum(ll_c[n][0] for n in fit_names)))
+  fine = np.linspace(coarse[max(i - 3, 0)], coarse[min(i + 3, coarse.size - 1)], config.fine_grid)
+  ll_f = {n: model.two_regime_profile(preps[n], fine, kappas_of(n)) for n in fit_names}
+  tau_G = np.concatenate([coarse, fine])
+  order = np.argsort(tau_G, kind="stable")
+  tau_G = tau_G[order]
+  ll_G = {n: np.concatenate([ll_c[n][0], ll_f[n][0]])[order] for n in fit_names}
+  kidx_G = {n: np.concatenate([ll_c[n][1], ll_f[n][1]])[order] for n in fit_names}
+  kap_of = lambda n, g: kappas_of(n)[kidx_G[n][g]]
+
+  # First pass: iid likelihood; then correct each signal for residual autocorrelation.
+  g0 = int(np.argmax(sum(ll_G[n] for n in fit_names)))
+  phi = {n: model.two_regime_fit_at(preps[n], tau_G[g0], kap_of(n, g0)).phi for n in fit_names}
+  joint_G = sum(ll_G[n] / phi[n] for n in fit_names)
+  g = int(np.argmax(joint_G))
+  tau = float(tau_G[g])
+
+  ones = {n: model.one_regime_fit(preps[n], model.one_regime_kappa_grid()) for n in fit_names}
+  delta_ll = {n: (ll_G[n][g] - ones[n].ll) / phi[n] for n in fit_names}
+  # Parameters beyond the one-regime model (level, amplitude, curvature): one
+  # more coefficient per signal, plus the shared tau.
+  penalty = sum(math.log(preps[n].n) for n in fit_names) + math.log(n_steps)
+  delta_bic = 2.0 * sum(delta_ll.values()) - penalty
+
+  # Profile-likelihood interval for tau (hull of the set within the critical drop).
+  crit = _lr_critical(config.ci_level)
+  thresh = joint_G[g] - crit
+  inside = np.nonzero(joint_G >= thresh)[0]
+  ci_t = (_crossing(tau_G, joint_G, thresh, inside[0], -1),
+          _crossing(tau_G, joint_G, thresh, inside[-1], +1))
+  to_step = lambda x: first + x * span
+  ci_steps = (to_step(ci_t[0]), to_step(ci_t[1]))
+
+  for n in fit_names:
+    _describe(fits[n], preps[n], model.two_regime_fit_at(preps[n], tau, kap_of(n, g)),
+              ones[n], delta_ll[n], span, config)
+  for spec in config.signals:  # context signals: reported at tau, not fitted jointly
+    if spec.role == CONTEXT and spec.name in preps:
+      p = dataclasses.replace(preps[spec.name], role=ACCURACY)
+      one = model.one_regime_fit(p, model.one_regime_kappa_grid())
+      two = model.two_regime_fit_at(p, tau, 0.0)
+      ll2 = float(model.loglik(float(np.sum((p.y_N - two.predict(ACCURACY, p.t_N)) ** 2)),
+                               p.n, p.scale))
+      _describe(fits[spec.name], p, two, one, (ll2 - one.ll) / two.phi, span, config)
+      fits[spec.name].role = CONTEXT
+      fits[spec.name]._prep = preps[spec.name]
+
+  result = PhaseResult(
+      detected=False, boundary_step=None, ci=None, confidence=0.0, signals=fits, reason="",
+      tau_candidate=to_step(tau), ci_candidate=ci_steps, delta_bic=float(delta_bic),
+      n_steps=n_steps, first_step=first, last_step=last,
+      profile_steps=to_step(tau_G), profile_ll=joint_G, ll_threshold=float(thresh))
+  _decide(result, fits, fit_names, config, at_edge=(inside[0] == 0 or inside[-1] == tau_G.size - 1))
+  return result
+
+
+def _crossing(x: np.ndarray, y: np.ndarray, thresh: float, i: int, direction: int) -> float:
+  """Where y crosses thresh between x[i] (inside) and its outside neighbour."""
+  j = i + direction
+  if j < 0 or j >= x.size:
+    return float(x[i])
+  if y[i] == y[j]:
+    return float(x[j])
+  frac = (y[i] - thresh) / (y[i] - y[j])
+  return float(x[i] + frac * (x[j] - x[i]))
+
+
+def _describe(fit: SignalFit, prep: model.PreparedSignal, two: model.TwoRegimeFit,
+              one: model.OneRegimeFit, delta_ll: float, span: float,
+              config: PhaseConfig) -> None:
+  """Fills slopes, t-statistics and the pattern check of one signal."""
+  t_first, t_last = float(prep.t_N[0]), float(prep.t_N[-1])
+  tau = two.tau
+  x_2 = model.two_regime_design(prep.role, np.array([t_first, t_last]), np.array([tau]),
+                                two.kappa)[0]
+  se = np.sqrt(np.maximum(np.diag(two.cov), 0.0))
+  change_before = -two.beta[1] * x_2[0, 1]
+  change_after = two.beta[2] * x_2[1, 2]
+  se_before, se_after = abs(x_2[0, 1]) * se[1], abs(x_2[1, 2]) * se[2]
+  slope_before = change_before / (max(tau - t_first, 1e-12) * span)
+  slope_after = change_after / (max(t_last - tau, 1e-12) * span)
+  t_before = change_before / se_before if se_before > 0 else 0.0
+  t_after = change_after / se_after if se_after > 0 else 0.0
+  fit.kappa = two.kappa
+  fit.level_at_boundary = float(two.beta[0])
+  fit.slope_before, fit.slope_after = float(slope_before), float(slope_after)
+  fit.change_before, fit.change_after = float(change_before), float(change_after)
+  fit.t_before, fit.t_after = float(t_before), float(t_after)
+  fit.autocorr = two.rho
+  fit.delta_loglik = float(delta_ll)
+  fit.one_regime = {"shape": one.shape, "kappa": one.kappa,
+                    "change": float(one.predict(np.array([t_last]))[0] - one.predict(np.array([t_first]))[0])}
+  fit._two, fit._one = two, one
+  tc, fr = config.t_crit, config.flat_ratio
+  if prep.role == EXECUTION:
+    falls = t_before <= -tc
+    flat = abs(slope_after) <= fr * abs(slope_before)
+    fit.pattern_ok = bool(falls and flat)
+    fit.contradicts = bool(t_before >= tc)
+    fit.pattern = ("falls, then flat" if fit.pattern_ok else
+                   "rises before the boundary" if fit.contradicts else
+                   "does not fall significantly before the boundary" if not falls else
+                   "keeps changing after the boundary (not flat)")
+  elif prep.role == PLANNING:
+    rises = t_after >= tc
+    flat_before = slope_before <= fr * slope_after
+    fit.pattern_ok = bool(rises and flat_before)
+    fit.contradicts = bool(t_after <= -tc)
+    fit.pattern = ("flat or dipping, then rises" if fit.pattern_ok else
+                   "falls after the boundary" if fit.contradicts else
+                   "does not rise significantly after the boundary" if not rises else
+                   "already rises as fast before the boundary")
+  else:  # accuracy (joint) or context (report only)
+    fit.contradicts = bool(t_before <= -tc)
+    fit.pattern_ok = not fit.contradicts
+    fit.pattern = "falls before the boundary" if fit.contradicts else "does not fall before the boundary"
+
+
+def _role_ok(fits: list[SignalFit]) -> bool:
+  """A role passes if one of its signals shows the pattern and none contradicts it."""
+  return any(f.pattern_ok for f in fits) and not any(f.contradicts for f in fits)
+
+
+def _decide(result: PhaseResult, fits: dict[str, SignalFit], fit_names: list[str],
+            config: PhaseConfig, at_edge: bool) -> None:
+  """Sets detected / boundary / ci / confidence / reason from the fitted pieces."""
+  by_role = {r: [fits[n] for n in fit_names if fits[n].role == r] for r in model.FIT_ROLES}
+  checks = {r: _role_ok(f) for r, f in by_role.items() if f}
+  pattern_ok = all(checks.values())
+  strong = result.delta_bic >= config.bic_threshold
+  tau_s, (lo, hi) = result.tau_candidate, result.ci_candidate
+  lo_i, hi_i = int(math.floor(lo)), int(math.ceil(hi))
+  where = f"step {round(tau_s)} ({100 * config.ci_level:.0f}% interval {lo_i}-{hi_i})"
+  evid = (f"two regimes vs the best smooth one-regime curve: dBIC = {result.delta_bic:.1f} "
+          f"(threshold {config.bic_threshold:g}, autocorrelation-corrected)")
+
+  def describe(role: str) -> str:
+    parts = []
+    for f in by_role[role]:
+      parts.append(f"{f.name} {f.pattern} (slope {f.slope_before:+.3g}/step before, "
+                   f"{f.slope_after:+.3g}/step after)")
+    return "; ".join(parts)
+
+  missing = []
+  if not by_role[EXECUTION]:
+    missing.append("no execution signal (only 'planning flat, then rising' was tested)")
+  if not by_role[PLANNING]:
+    missing.append("no planning signal (only 'execution falls, then flattens' was tested)")
+  dropped = [f"{f.name}: {f.note}" for f in fits.values() if f.missing and f.role != CONTEXT]
+  note = ""
+  if missing:
+    note += " Note: " + "; ".join(missing) + "."
+  if dropped:
+    note += " Unused: " + "; ".join(dropped) + "."
+
+  if not strong:
+    ones = "; ".join(f"{n}: {fits[n].one_regime['shape']}" for n in fit_names)
+    result.confidence = _sigmoid((result.delta_bic - config.bic_threshold) / 2) if pattern_ok else 0.0
+    result.reason = (f"A single smooth regime explains the data as well ({ones}); {evid}. "
+                     f"The best two-regime split would be at step {round(tau_s)}, without support." + note)
+    return
+  if not pattern_ok:
+    failing = [r for r, ok in checks.items() if not ok]
+    result.confidence = 0.0
+    result.reason = (f"A change at {where} is supported ({evid}), but it is not the arc: "
+                     + "; ".join(describe(r) for r in failing) + "." + note)
+    return
+  result.detected = True
+  result.confidence = _sigmoid((result.delta_bic - config.bic_threshold) / 2)
+  result.boundary_step = int(round(tau_s))
+  result.ci = (lo_i, hi_i)
+  shown = [describe(r) for r in (EXECUTION, PLANNING, ACCURACY) if by_role[r]]
+  edge = (" The interval reaches the edge of the admissible range, so the boundary is "
+          "poorly determined." if at_edge else "")
+  result.reason = (f"Boundary at {where}: " + "; ".join(shown) + f". {evid[0].upper()}{evid[1:]}."
+                   + edge + note)
+
+
+def _sigmoid(x: float) -> float:
+  return 1.0 / (1.0 + math.exp(-max(min(x, 700.0), -700.0)))

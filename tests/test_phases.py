@@ -1,0 +1,319 @@
+"""Tests for rldyn.phases: a small synthetic bank with known boundaries, nulls, edge cases."""
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from rldyn import phases
+from rldyn.phases import OnlinePhaseDetector, PhaseConfig, SignalSpec, detect, fit_phases
+from rldyn.phases.synthetic import make_log
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_PLAN = "semantic_entropy/planning"
+_EXEC = "entropy/execution"
+
+
+def _run_module(*args, cwd=None):
+  env = dict(os.environ, PYTHONPATH=_REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+  return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env,
+                        cwd=cwd or _REPO, timeout=120, check=False)
+
+
+# ----------------------------------------------------------------------------- the bank
+
+
+def test_arc_bank_error_coverage_and_power():
+  rows = []
+  for shape in ("linear", "exp", "dip"):
+    for length in (80, 400):
+      for spacing in ("regular", "uneven"):
+        for seed in range(3):
+          recs, tau = make_log(length, shape=shape, noise=0.15, spacing=spacing,
+                               tail_df=3.0 if seed == 2 else None, seed=100 + seed)
+          r = detect(recs)
+          rows.append((r.detected, abs(r.tau_candidate - tau) / length,
+                       r.ci is not None and r.ci[0] <= tau <= r.ci[1]))
+  det = [r for r in rows if r[0]]
+  power = len(det) / len(rows)
+  median_err = float(np.median([r[1] for r in det]))
+  coverage = float(np.mean([r[2] for r in det]))
+  assert power >= 0.85, power
+  assert median_err <= 0.05, median_err
+  assert coverage >= 0.8, coverage
+
+
+@pytest.mark.parametrize("shape", ["decay", "noise", "rise", "decay_rise"])
+def test_null_bank_says_no(shape):
+  calls = []
+  for length in (40, 120, 400):
+    for seed in range(4):
+      recs, _ = make_log(length, shape=shape, noise=(0.05, 0.15, 0.3)[seed % 3],
+                         spacing="uneven" if seed == 3 and length > 40 else "regular",
+                         seed=200 + seed)
+      r = detect(recs)
+      calls.append(r.detected)
+      if not r.detected:
+        assert r.boundary_step is None and r.ci is None and r.reason
+  assert np.mean(calls) <= 0.1, calls
+
+
+def test_low_noise_boundary_is_precise_and_confident():
+  recs, tau = make_log(500, shape="linear", noise=0.05, tau_frac=0.4, seed=3)
+  r = detect(recs)
+  assert r.detected and r.confidence > 0.99
+  assert abs(r.boundary_step - tau) <= 5
+  assert r.ci[0] <= tau <= r.ci[1] and r.ci[1] - r.ci[0] <= 25
+  sig = r.signals[_EXEC]
+  assert sig.slope_before < 0 and abs(sig.slope_after) < 0.1 * abs(sig.slope_before)
+  assert r.signals[_PLAN].slope_after > 0
+  assert "Boundary at step" in r.reason
+
+
+def test_ruptures_agrees_on_single_signal():
+  rpt = pytest.importorskip("ruptures")
+  n = 200
+  x = np.arange(n, dtype=float)
+  ours_err, rpt_err = [], []
+  for role, name in (("planning", _PLAN), ("execution", _EXEC)):
+    cfg = PhaseConfig(signals=(SignalSpec(name, role),))
+    for seed in range(4):
+      rng = np.random.default_rng(seed)
+      tau = rng.uniform(60, 140)
+      y = (np.maximum(x - tau, 0) / (n - tau) if role == "planning"
+           else np.maximum(tau - x, 0) / tau) + 0.05 * rng.standard_normal(n)
+      bkp = rpt.Dynp(model="linear", min_size=5, jump=1).fit(
+          np.column_stack([y, x / n, np.ones(n)])).predict(n_bkps=1)[0]
+      r = fit_phases({name: (x, y)}, cfg)
+      assert r.detected
+      assert abs(r.tau_candidate - bkp) <= 0.06 * n, (role, tau, r.tau_candidate, bkp)
+      ours_err.append(abs(r.tau_candidate - tau))
+      rpt_err.append(abs(bkp - tau))
+  # The continuous two-regime model should be at least as accurate as ruptures'
+  # discontinuous piecewise-linear cost on continuous-kink data.
+  assert np.mean(ours_err) <= np.mean(rpt_err) + 1.0
+
+
+# ----------------------------------------------------------------------------- the contract
+
+
+def test_phases_json_schema_exact():
+  for recs in (make_log(300, shape="linear", seed=1)[0], make_log(300, shape="noise", seed=1)[0],
+               make_log(8, shape="linear", seed=1)[0], []):
+    out = detect(recs).to_json()
+    assert set(out) == {"detected", "boundary_step", "ci", "confidence", "signals", "reason"}
+    json.dumps(out, allow_nan=False)  # strict JSON: no NaN/inf anywhere
+    assert isinstance(out["detected"], bool) and isinstance(out["reason"], str) and out["reason"]
+    assert 0.0 <= out["confidence"] <= 1.0
+    if out["detected"]:
+      assert isinstance(out["boundary_step"], int)
+      lo, hi = out["ci"]
+      assert isinstance(lo, int) and lo <= out["boundary_step"] <= hi
+    else:
+      assert out["boundary_step"] is None and out["ci"] is None
+    assert all(isinstance(v, dict) for v in out["signals"].values())
+
+
+def test_short_empty_and_degenerate_inputs_do_not_crash():
+  assert "short" in detect(make_log(10, seed=0)[0]).reason.lower()
+  assert not detect([]).detected
+  nan_recs = [(i, {_EXEC: float("nan"), _PLAN: None}) for i in range(100)]
+  r = detect(nan_recs)
+  assert not r.detected and "usable" in r.reason
+  const = [(i, {_EXEC: 0.5, _PLAN: 1.0}) for i in range(100)]
+  r = detect(const)
+  assert not r.detected and r.signals[_EXEC].missing and "constant" in r.signals[_EXEC].note
+  same_step = [(5, {_EXEC: float(i), _PLAN: float(-i)}) for i in range(50)]
+  assert not detect(same_step).detected
+
+
+def test_missing_planning_detects_on_execution_and_says_so():
+  recs, tau = make_log(400, shape="linear", noise=0.1, planning=False, seed=4)
+  r = detect(recs)
+  assert r.detected and abs(r.boundary_step - tau) <= 0.05 * 400
+  assert r.signals[_PLAN].missing
+  assert "no planning signal" in r.reason
+
+
+def test_change_in_wrong_direction_is_not_the_arc():
+  x = np.arange(300.0)
+  rng = np.random.default_rng(0)
+  rises_then_flat = np.minimum(x, 150) / 150 + 0.05 * rng.standard_normal(300)
+  falls_after = -np.maximum(x - 150, 0) / 150 + 0.05 * rng.standard_normal(300)
+  r = fit_phases({_EXEC: (x, rises_then_flat), _PLAN: (x, falls_after)})
+  assert r.delta_bic > PhaseConfig().bic_threshold  # a change is real...
+  assert not r.detected and r.confidence == 0.0      # ...but it is not the arc
+  assert "not the arc" in r.reason
+
+
+def test_messy_records_match_clean_ones():
+  recs, _ = make_log(300, shape="dip", noise=0.1, missing_frac=0.0, seed=5)
+  clean = detect(recs)
+  messy = [(s, dict(m)) for s, m in recs]
+  for i in range(0, 300, 17):
+    messy[i][1][_EXEC] = float("inf")
+    messy[i][1][_PLAN] = "n/a"
+  messy.append((10_000_000, {_EXEC: float("nan")}))   # a junk step with nothing usable
+  messy.append((float("nan"), {_EXEC: 1.0}))          # a step that is not a number
+  messy.extend(messy[50:60])                           # replayed steps after a resume
+  messy = messy[::-1]                                  # any order
+  r = detect(messy)
+  assert r.detected and abs(r.boundary_step - clean.boundary_step) <= 3
+
+
+def test_outliers_are_winsorised():
+  recs, tau = make_log(300, shape="linear", noise=0.1, missing_frac=0.0, seed=6)
+  rng = np.random.default_rng(0)
+  for i in rng.choice(300, 6, replace=False):
+    recs[i][1][_EXEC] = 1e3 * (1 if i % 2 else -1)
+    recs[i][1][_PLAN] = -1e3
+  r = detect(recs)
+  assert r.detected and abs(r.boundary_step - tau) <= 0.05 * 300
+  assert r.signals[_EXEC].n_clipped >= 6
+
+
+def test_equivariant_in_steps_and_invariant_to_value_scale():
+  recs, _ = make_log(200, shape="linear", noise=0.1, spacing="uneven", seed=7)
+  base = detect(recs)
+  moved = detect([(3 * s + 1000, {k: (None if v is None else 5.0 * v - 2.0) for k, v in m.items()})
+                  for s, m in recs])
+  assert moved.detected == base.detected
+  assert moved.tau_candidate == pytest.approx(3 * base.tau_candidate + 1000, abs=1e-6)
+  assert moved.delta_bic == pytest.approx(base.delta_bic, rel=1e-6, abs=1e-6)
+
+
+def test_deterministic():
+  recs, _ = make_log(500, shape="exp", noise=0.2, tail_df=3.0, seed=8)
+  assert json.dumps(detect(recs).to_json()) == json.dumps(detect(recs).to_json())
+
+
+def test_ten_thousand_steps_under_a_second():
+  recs, tau = make_log(10_000, shape="exp", noise=0.2, seed=9)
+  detect(recs[:500])  # warm numpy up
+  start = time.perf_counter()
+  r = detect(recs)
+  elapsed = time.perf_counter() - start
+  assert r.detected and abs(r.boundary_step - tau) <= 0.02 * 10_000
+  assert elapsed < 1.0, elapsed
+
+
+# ----------------------------------------------------------------------------- online
+
+
+def test_online_emits_once_after_the_boundary():
+  recs, tau = make_log(600, shape="linear", noise=0.15, seed=10)
+  det = OnlinePhaseDetector(refit_every=20, patience=2)
+  events, start = [], time.perf_counter()
+  for step, m in recs:
+    ev = det.update(step, m)
+    if ev is not None:
+      events.append(ev)
+  per_update = (time.perf_counter() - start) / len(recs)
+  assert len(events) == 1, events
+  ev = events[0]
+  assert ev["event"] == "phase_boundary" and ev["step"] > tau
+  assert ev["ci"][0] <= ev["boundary_step"] <= ev["ci"][1]
+  assert abs(ev["boundary_step"] - tau) <= 0.05 * 600
+  assert 0.5 <= ev["confidence"] <= 1.0
+  json.dumps(ev, allow_nan=False)
+  assert per_update < 0.02, per_update  # an RL step is ~1 s
+
+
+def test_online_silent_on_null_and_after_warm_start():
+  recs, _ = make_log(400, shape="decay_rise", noise=0.15, seed=11)
+  det = OnlinePhaseDetector(refit_every=10)
+  assert all(det.update(s, m) is None for s, m in recs)
+  arc, _ = make_log(600, shape="dip", noise=0.1, seed=12)
+  resumed = OnlinePhaseDetector(refit_every=10)
+  resumed.warm_start(arc[:450])   # the crossing is already in the history
+  assert resumed.latched
+  assert all(resumed.update(s, m) is None for s, m in arc[450:])
+
+
+def test_online_hysteresis_releases_and_rearms():
+  det = OnlinePhaseDetector(refit_every=1, patience=2)
+  calls = iter([True, False, True, True, True, False, False, True, True])
+
+  class Fake:
+    def __init__(self, on):
+      self.detected, self.confidence = on, 0.99 if on else 0.0
+      self.boundary_step, self.ci, self.delta_bic, self.reason = 5, (4, 6), 20.0, "r"
+
+  det.result = lambda: Fake(next(calls))  # type: ignore[method-assign]
+  emitted = [det.update(i, {}) is not None for i in range(9)]
+  # on at the 2nd consecutive True (index 3); released after two False; re-armed at index 8.
+  assert emitted == [False, False, False, True, False, False, False, False, True]
+
+
+# ----------------------------------------------------------------------------- io and CLI
+
+
+def test_read_metrics_jsonl_and_foreign_csv(tmp_path):
+  p = tmp_path / "m.jsonl"
+  p.write_text('{"step": 1, "entropy/execution": NaN, "accuracy": null}\n'
+               '{"step": 2, "entropy/execution": 0.5, "accuracy": Infinity}\n'
+               '\n["not", "a", "dict"]\n'
+               '{"entropy/execution": 0.1}\n'
+               '{"step": 3, "entropy/exec')
+  log = phases.read_metrics(str(p), names=[_EXEC, "accuracy"])
+  assert [s for s, _ in log.records] == [1, 2]
+  assert log.bad_lines == 2 and log.no_step == 1
+  assert math.isnan(log.records[0][1][_EXEC]) and log.records[1][1][_EXEC] == 0.5
+  q = tmp_path / "other.csv"
+  with open(q, "w", newline="") as f:
+    w = csv.writer(f)
+    w.writerow(["global_step", "ent_exec", "se_plan"])
+    w.writerow([10, "0.4", ""])
+    w.writerow([20, "nan", "1.5"])
+  keys = phases.parse_keys("step=global_step, entropy/execution=ent_exec,"
+                           "semantic_entropy/planning=se_plan")
+  log = phases.read_metrics(str(q), keys=keys, names=[_EXEC, _PLAN])
+  assert [s for s, _ in log.records] == [10, 20]
+  assert log.records[0][1][_EXEC] == 0.4 and math.isnan(log.records[0][1][_PLAN])
+  assert phases.parse_keys('{"step": "it"}') == {"step": "it"}
+  with pytest.raises(ValueError):
+    phases.parse_keys("no_equals_sign")
+
+
+def test_cli_workdir_and_foreign_log(tmp_path):
+  recs, tau = make_log(300, shape="linear", noise=0.1, seed=13)
+  wd = tmp_path / "run"
+  wd.mkdir()
+  with open(wd / "metrics.jsonl", "w") as f:
+    for s, m in recs:
+      f.write(json.dumps({"step": s, **m}) + "\n")
+    f.write('{"step": 301, "entropy/exe')  # torn last line
+  proc = _run_module("-m", "rldyn.phases", f"--workdir={wd}")
+  assert proc.returncode == 0, proc.stderr
+  out = json.loads((wd / "phases.json").read_text())
+  assert out["detected"] and abs(out["boundary_step"] - tau) <= 15
+  assert (wd / "phases.png").stat().st_size > 10_000
+  assert "DETECTED" in proc.stdout and "unparsable" in proc.stdout
+  # A foreign CSV with other names, no plot, output elsewhere.
+  csv_path = tmp_path / "foreign.csv"
+  with open(csv_path, "w", newline="") as f:
+    w = csv.writer(f)
+    w.writerow(["it", "H_exec", "SE_plan"])
+    for s, m in recs:
+      w.writerow([s, m[_EXEC], m[_PLAN]])
+  out_dir = tmp_path / "out"
+  proc = _run_module("-m", "rldyn.phases", f"--metrics={csv_path}", f"--out_dir={out_dir}",
+                     "--keys=step=it,entropy/execution=H_exec,semantic_entropy/planning=SE_plan",
+                     "--noplot")
+  assert proc.returncode == 0, proc.stderr
+  out2 = json.loads((out_dir / "phases.json").read_text())
+  assert out2["detected"] and abs(out2["boundary_step"] - out["boundary_step"]) <= 3
+  assert not (out_dir / "phases.png").exists()
+  assert _run_module("-m", "rldyn.phases").returncode != 0  # neither --workdir nor --metrics
+
+
+def test_library_never_imports_jax():
+  code = ("import sys; import rldyn.phases, rldyn.phases.plot, rldyn.phases.synthetic; "
+          "assert 'jax' not in sys.modules and 'matplotlib' not in sys.modules, 'heavy import'")
+  proc = _run_module("-c", code)
+  assert proc.returncode == 0, proc.stderr
