@@ -13,7 +13,6 @@ Noise is the standard deviation relative to each signal's total change (1.0).
 """
 import argparse
 import dataclasses
-import json
 import multiprocessing
 import os
 import sys
@@ -185,14 +184,10 @@ def main() -> None:
   parser = argparse.ArgumentParser()
   parser.add_argument("--reps", type=int, default=4)
   parser.add_argument("--bic_threshold", type=float, default=PhaseConfig().bic_threshold)
-  parser.add_argument("--json", default=None, help="also dump the per-log rows here")
   args = parser.parse_args()
   _bank(args.reps, args.bic_threshold)
   _ruptures_check()
   _timings()
-  if args.json:
-    with open(args.json, "w") as f:
-      json.dump({"note": "see stdout"}, f)
 
 
 if __name__ == "__main__":

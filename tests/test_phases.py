@@ -317,3 +317,31 @@ def test_library_never_imports_jax():
           "assert 'jax' not in sys.modules and 'matplotlib' not in sys.modules, 'heavy import'")
   proc = _run_module("-c", code)
   assert proc.returncode == 0, proc.stderr
+
+
+def test_display_smoothing_is_centred_and_fit_uses_raw_values():
+  from rldyn.phases import model  # pylint: disable=g-import-not-at-top
+  v = np.abs(np.arange(101.0) - 50.0)
+  for window in (5, 21, 51):
+    smooth = model.running_median(v, window)
+    lowest = np.nonzero(smooth == smooth.min())[0]
+    assert np.allclose(smooth, smooth[::-1]) and lowest.mean() == 50  # the kink stays put
+  # Winsorisation leaves Gaussian-noise data (almost) untouched.
+  rng = np.random.default_rng(0)
+  y = rng.standard_normal(1000)
+  prep = model.prepare_signal("s", "planning", np.arange(1000.0), y, first_step=0.0,
+                              span=999.0, winsor_c=3.0, max_points=1000)
+  assert prep.n_clipped <= 10 and np.array_equal(prep.t_M, prep.t_N)
+
+
+def test_accuracy_role_and_step_from_line_order(tmp_path):
+  recs, tau = make_log(300, shape="linear", noise=0.1, seed=14)
+  cfg = PhaseConfig(signals=tuple(SignalSpec(s.name, "accuracy" if s.name == "accuracy" else s.role)
+                                  for s in PhaseConfig().signals))
+  r = detect(recs, cfg)
+  assert r.detected and r.signals["accuracy"].role == "accuracy"
+  assert r.signals["accuracy"].slope_before > 0 and abs(r.boundary_step - tau) <= 15
+  p = tmp_path / "nostep.jsonl"
+  p.write_text("".join(json.dumps(m) + "\n" for _, m in recs))
+  log = phases.read_metrics(str(p), names=[_EXEC])
+  assert log.step_from_index and [s for s, _ in log.records[:3]] == [0, 1, 2]

@@ -15,7 +15,8 @@ from typing import Sequence
 from absl import app
 from absl import flags
 
-from rldyn.phases.detect import ACCURACY, PhaseConfig, SignalSpec
+from rldyn.phases.detect import PhaseConfig, SignalSpec
+from rldyn.phases.model import ACCURACY
 from rldyn.phases.io import parse_keys
 from rldyn.phases.report import analyse
 

@@ -17,6 +17,7 @@ from rldyn.phases import model
 from rldyn.phases.model import ACCURACY, CONTEXT, EXECUTION, PLANNING
 
 Series = Mapping[str, tuple[np.ndarray, np.ndarray]]  # name -> (steps, values)
+_PARAMS_PER_SIGNAL = 4  # level, pre-tau coefficient, post-tau coefficient, curvature
 
 
 @dataclasses.dataclass(frozen=True)
@@ -203,10 +204,17 @@ def detect(records: Iterable[tuple[int, Mapping[str, Any]]],
   return fit_phases(records_to_series(records, [s.name for s in config.signals]), config)
 
 
-def _lr_critical(level: float) -> float:
-  """Half the chi-square(1) quantile: log-likelihood drop that bounds the interval."""
+def _lr_critical(level: float, dof: float) -> float:
+  """Log-likelihood drop that bounds the interval: t_dof quantile^2 / 2.
+
+  For large dof this is chi2_1(level) / 2; the Student-t quantile (Cornish-Fisher
+  expansion, accurate to ~1e-3 for dof >= 5) widens short runs' intervals, whose
+  noise variance is estimated from few points.
+  """
   z = statistics.NormalDist().inv_cdf(0.5 + level / 2)
-  return 0.5 * z * z
+  v = max(dof, 3.0)
+  t = z + (z**3 + z) / (4 * v) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * v * v)
+  return 0.5 * t * t
 
 
 def _not_detected(signals, reason, n_steps=0, first=None, last=None) -> PhaseResult:
@@ -268,6 +276,11 @@ def fit_phases(series: Series, config: PhaseConfig = PhaseConfig()) -> PhaseResu
     fits[n].note = f"only {raw[n][0].size} usable values (< {config.min_points}); not used"
   fit_names = [n for n in fit_names if n not in short]
 
+  for spec in config.signals:
+    if spec.role == CONTEXT and spec.name in raw and raw[spec.name][0].size < config.min_points:
+      fits[spec.name].missing = True
+      fits[spec.name].note = f"only {raw[spec.name][0].size} usable values; not reported"
+      short.append(spec.name)
   preps = {}
   for spec in config.signals:
     if spec.name in raw and spec.name not in short:
@@ -302,10 +315,13 @@ def fit_phases(series: Series, config: PhaseConfig = PhaseConfig()) -> PhaseResu
   kidx_G = {n: np.concatenate([ll_c[n][1], ll_f[n][1]])[order] for n in fit_names}
   kap_of = lambda n, g: kappas_of(n)[kidx_G[n][g]]
 
-  # First pass: iid likelihood; then correct each signal for residual autocorrelation.
+  # First pass: iid likelihood; then correct each signal for residual
+  # autocorrelation (phi) and, for the profile of tau, for the residual degrees
+  # of freedom ((n - p) / n, p = 4 per signal: a small-sample correction).
   g0 = int(np.argmax(sum(ll_G[n] for n in fit_names)))
   phi = {n: model.two_regime_fit_at(preps[n], tau_G[g0], kap_of(n, g0)).phi for n in fit_names}
-  joint_G = sum(ll_G[n] / phi[n] for n in fit_names)
+  dof = {n: max(preps[n].n - _PARAMS_PER_SIGNAL, 1) for n in fit_names}
+  joint_G = sum(ll_G[n] / phi[n] * dof[n] / preps[n].n for n in fit_names)
   g = int(np.argmax(joint_G))
   tau = float(tau_G[g])
 
@@ -316,8 +332,8 @@ def fit_phases(series: Series, config: PhaseConfig = PhaseConfig()) -> PhaseResu
   penalty = sum(math.log(preps[n].n) for n in fit_names) + math.log(n_steps)
   delta_bic = 2.0 * sum(delta_ll.values()) - penalty
 
-  # Profile-likelihood interval for tau (hull of the set within the critical drop).
-  crit = _lr_critical(config.ci_level)
+  # Profile-likelihood interval for tau: hull of the set within the critical drop.
+  crit = _lr_critical(config.ci_level, sum(dof.values()))
   thresh = joint_G[g] - crit
   inside = np.nonzero(joint_G >= thresh)[0]
   ci_t = (_crossing(tau_G, joint_G, thresh, inside[0], -1),

@@ -107,8 +107,7 @@ def read_metrics(path: str, keys: Mapping[str, str] | None = None,
   step_key = keys.pop("step", "step")
   reverse = {v: k for k, v in keys.items()}
   log = MetricsLog(path=os.fspath(path), records=[])
-  pending: list[dict[str, float]] = []
-  any_step = False
+  rows: list[tuple[float, dict[str, float]]] = []
   for row in _rows(path):
     if row is None:
       log.bad_lines += 1
@@ -117,20 +116,14 @@ def read_metrics(path: str, keys: Mapping[str, str] | None = None,
       rec = {reverse.get(k, k): _to_float(v) for k, v in row.items() if k != step_key}
     else:
       rec = {n: _to_float(row.get(keys.get(n, n))) for n in names}
-    step = _to_float(row.get(step_key))
-    if step_key in row:
-      any_step = True
-    pending.append(rec)
-    log.records.append((step, rec))  # type: ignore[arg-type]  # fixed below
-  if not any_step:
+    rows.append((_to_float(row[step_key]) if step_key in row else None, rec))
+  if rows and all(step is None for step, _ in rows):
     log.step_from_index = True
-    log.records = [(i, rec) for i, rec in enumerate(pending)]
+    log.records = [(i, rec) for i, (_, rec) in enumerate(rows)]
     return log
-  kept = []
-  for step, rec in log.records:
-    if math.isfinite(step):
-      kept.append((int(round(step)), rec))
+  for step, rec in rows:
+    if step is not None and math.isfinite(step):
+      log.records.append((int(round(step)), rec))
     else:
       log.no_step += 1
-  log.records = kept
   return log
