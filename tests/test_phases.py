@@ -151,6 +151,21 @@ def test_change_in_wrong_direction_is_not_the_arc():
   assert "not the arc" in r.reason
 
 
+@pytest.mark.parametrize("exec_end,plan_start,detected,phrase", [
+    (180, 420, True, "disagree"),   # consolidation ends, a gap, then planning rises
+    (420, 180, False, "reversed"),  # planning rises long before execution stops falling
+])
+def test_order_of_the_two_halves(exec_end, plan_start, detected, phrase):
+  x = np.arange(600.0)
+  rng = np.random.default_rng(0)
+  e = np.maximum(exec_end - x, 0) / exec_end + 0.1 * rng.standard_normal(600)
+  p = np.maximum(x - plan_start, 0) / (600 - plan_start) + 0.1 * rng.standard_normal(600)
+  r = fit_phases({_EXEC: (x, e), _PLAN: (x, p)})
+  assert r.detected == detected and phrase in r.reason
+  assert abs(r.signals[_EXEC].boundary_alone - exec_end) <= 25
+  assert abs(r.signals[_PLAN].boundary_alone - plan_start) <= 25
+
+
 def test_messy_records_match_clean_ones():
   recs, _ = make_log(300, shape="dip", noise=0.1, missing_frac=0.0, seed=5)
   clean = detect(recs)

@@ -44,7 +44,12 @@ not rise before tau, and at least one must fall significantly (t <= -2) and
 then be flat (|slope after| <= 0.5 x |mean slope before|); planning must not
 fall after tau, and must rise significantly after (t >= 2) with its slope
 before at most 0.5 x its slope after. A role that is absent from the log is
-skipped and the `reason` says which half of the arc was not tested.
+skipped and the `reason` says which half of the arc was not tested. Each
+signal's own best tau and interval are reported too (`boundary_alone`,
+`ci_alone`): if planning's interval lies entirely before execution's, the
+order is reversed (planning rises while execution is still falling) and the
+answer is no; if they disagree the other way (a gap between the phases), the
+arc is detected and the reason says the shared boundary is a compromise.
 
 **How sure?** `ci` is the profile-likelihood interval for tau at 95 %
 (log-likelihood within chi2_1(0.95)/2 of its maximum; the hull of that set, so a

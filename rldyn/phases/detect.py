@@ -97,6 +97,8 @@ class SignalFit:
   t_after: float | None = None
   autocorr: float | None = None
   delta_loglik: float | None = None     # two vs one regime, autocorrelation-corrected
+  boundary_alone: float | None = None   # this signal's own best tau (step), for comparison
+  ci_alone: list[float] | None = None   # and its own interval
   one_regime: dict[str, Any] | None = None
   pattern_ok: bool | None = None
   contradicts: bool | None = None
@@ -344,6 +346,14 @@ def fit_phases(series: Series, config: PhaseConfig = PhaseConfig()) -> PhaseResu
   for n in fit_names:
     _describe(fits[n], preps[n], model.two_regime_fit_at(preps[n], tau, kap_of(n, g)),
               ones[n], delta_ll[n], span, config)
+    # Each signal's own boundary: do the signals agree on where the change is?
+    own_G = ll_G[n] / phi[n] * dof[n] / preps[n].n
+    j = int(np.argmax(own_G))
+    own_thresh = own_G[j] - _lr_critical(config.ci_level, dof[n])
+    inside_j = np.nonzero(own_G >= own_thresh)[0]
+    fits[n].boundary_alone = round(float(to_step(tau_G[j])), 1)
+    fits[n].ci_alone = [round(float(to_step(_crossing(tau_G, own_G, own_thresh, inside_j[0], -1))), 1),
+                        round(float(to_step(_crossing(tau_G, own_G, own_thresh, inside_j[-1], +1))), 1)]
   for spec in config.signals:  # context signals: reported at tau, not fitted jointly
     if spec.role == CONTEXT and spec.name in preps:
       p = dataclasses.replace(preps[spec.name], role=ACCURACY)
@@ -475,6 +485,17 @@ def _decide(result: PhaseResult, fits: dict[str, SignalFit], fit_names: list[str
     result.reason = (f"A change at {where} is supported ({evid}), but it is not the arc: "
                      + "; ".join(describe(r) for r in failing) + "." + note)
     return
+  exe = [fits[n] for n in fit_names if fits[n].role == EXECUTION]
+  plan = [fits[n] for n in fit_names if fits[n].role == PLANNING]
+  if exe and plan and max(f.ci_alone[1] for f in plan) < min(f.ci_alone[0] for f in exe):
+    result.confidence = 0.0
+    result.reason = (
+        f"A change at {where} is supported ({evid}), but the order is reversed: planning "
+        f"starts rising (alone: step {', '.join(f'{f.boundary_alone:.0f}' for f in plan)}) "
+        f"before execution stops falling (alone: step "
+        f"{', '.join(f'{f.boundary_alone:.0f}' for f in exe)}), with non-overlapping "
+        "intervals; the phases overlap instead of following each other." + note)
+    return
   result.detected = True
   result.confidence = _sigmoid((result.delta_bic - config.bic_threshold) / 2)
   result.boundary_step = int(round(tau_s))
@@ -482,6 +503,11 @@ def _decide(result: PhaseResult, fits: dict[str, SignalFit], fit_names: list[str
   shown = [describe(r) for r in (EXECUTION, PLANNING, ACCURACY) if by_role[r]]
   edge = (" The interval reaches the edge of the admissible range, so the boundary is "
           "poorly determined." if at_edge else "")
+  apart = [f"{fits[n].name} alone puts it at step {fits[n].boundary_alone:.0f}"
+           for n in fit_names if not fits[n].ci_alone[0] <= tau_s <= fits[n].ci_alone[1]]
+  if apart:
+    edge += (" The signals disagree on where (" + "; ".join(apart) + "): the shared "
+             "boundary is a compromise, and the phases may overlap or leave a gap.")
   result.reason = (f"Boundary at {where}: " + "; ".join(shown) + f". {evid[0].upper()}{evid[1:]}."
                    + edge + note)
 
