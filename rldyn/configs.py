@@ -15,7 +15,15 @@ def default() -> config_dict.ConfigDict:
 
   c.task = config_dict.ConfigDict()
   c.task.name = "countdown"  # a name from rldyn.tasks.TASKS
-  c.task.options = config_dict.ConfigDict()  # the task's own config (e.g. num_count, error_rate)
+  c.task.options = config_dict.ConfigDict()  # the task's own config (rldyn.tasks.CountdownConfig)
+  c.task.options.num_count = 3  # numbers per problem
+  c.task.options.max_number = 20  # numbers are drawn from 1..max_number
+  c.task.options.max_target = 100  # targets lie in 1..max_target
+  c.task.options.budget = 12  # most tries in a reference trace before it says `fail`
+  c.task.options.error_rate = 0.1  # P(a written intermediate result is wrong) in reference traces
+  c.task.options.max_error = 3  # a wrong result is off by 1..max_error
+  c.task.options.strategy_mix = config_dict.ConfigDict(
+      {"greedy": 0.5, "dfs": 0.25, "random": 0.25})  # search strategies of the reference traces
   c.task.eval_size = 200  # held-out problems in the TFDS eval set
   c.task.eval_seed = 0  # which held-out set
   c.task.data_dir = ""  # where TFDS eval sets live ("" = ~/.cache/rldyn/tfds)

@@ -32,6 +32,33 @@ def prompt_batch(task: Task, problems: Sequence[Problem], repeat: int = 1) -> di
   return {"tokens": tokens, "mask": mask}
 
 
+def packed_batch(task: Task, problems: Sequence[Problem], responses: Sequence[str], rows: int,
+                 seq_len: int) -> tuple[dict[str, np.ndarray], int]:
+  """Examples packed end to end into `rows` sequences of `seq_len` tokens (no padding waste).
+
+  Returns (batch, examples used). batch: tokens_BT, segment_BT (1, 2, ... per example in the row;
+  0 = padding), loss_mask_BT as in `supervised_batch`. An example that does not fit in the remaining
+  space of a row starts the next row; one longer than seq_len is cut.
+  """
+  tok = task.tokenizer
+  tokens = np.full((rows, seq_len), tok.pad_id, np.int32)
+  segment = np.zeros((rows, seq_len), np.int32)
+  loss_mask = np.zeros((rows, seq_len), np.float32)
+  row, col, seg, used = 0, 0, 1, 0
+  for p, r in zip(problems, responses):
+    prompt = prompt_ids(task, p)
+    seq = (prompt + tok.encode(r) + [tok.eos_id])[:seq_len]
+    if col + len(seq) > seq_len:
+      row, col, seg = row + 1, 0, 1
+      if row == rows:
+        break
+    tokens[row, col:col + len(seq)] = seq
+    segment[row, col:col + len(seq)] = seg
+    loss_mask[row, col + len(prompt) - 1:col + len(seq) - 1] = 1.0
+    col, seg, used = col + len(seq), seg + 1, used + 1
+  return {"tokens": tokens, "segment": segment, "loss_mask": loss_mask}, used
+
+
 def supervised_batch(task: Task, problems: Sequence[Problem], responses: Sequence[str], seq_len: int
                      ) -> dict[str, np.ndarray]:
   """Right-padded training sequences: tokens_BT, mask_BT (real tokens), loss_mask_BT.

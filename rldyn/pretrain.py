@@ -38,10 +38,10 @@ from rldyn.tasks.base import Task
 
 
 def cross_entropy(model_cfg: model_lib.ModelConfig, params, batch):
-  """Mean next-token NLL over loss_mask; returns (loss, token count)."""
-  tokens, mask = batch["tokens"], batch["mask"]
-  logits, _ = model_lib.apply(model_cfg, params, tokens, model_lib.positions_from_mask(mask),
-                              model_lib.causal_mask(mask))
+  """Mean next-token NLL over loss_mask of a packed batch; returns (loss, token count)."""
+  tokens, segment = batch["tokens"], batch["segment"]
+  logits, _ = model_lib.apply(model_cfg, params, tokens, model_lib.segment_positions(segment),
+                              model_lib.segment_mask(segment))
   logp = jax.nn.log_softmax(logits[:, :-1], axis=-1)
   nll = -jnp.take_along_axis(logp, tokens[:, 1:, None], axis=-1)[..., 0]
   w = batch["loss_mask"][:, :-1]
@@ -55,8 +55,8 @@ def train_step(model_cfg: model_lib.ModelConfig, tx: optax.GradientTransformatio
       params, batch)
   updates, opt_state = tx.update(grads, opt_state, params)
   params = optax.apply_updates(params, updates)
-  metrics = {"loss": loss, "tokens": n, "grad_norm": optax.global_norm(grads),
-             "param_norm": optax.global_norm(params)}
+  metrics = {"loss": loss, "tokens": n, "grad_norm": state_lib.tree_norm(grads),
+             "param_norm": state_lib.tree_norm(params)}
   return params, opt_state, metrics
 
 
@@ -65,7 +65,7 @@ def make_train_step(model_cfg, tx, mesh, params, opt_state):
   o_sh = jax.tree.map(lambda x: x.sharding, opt_state)
   b_sh = parallel.batch_sharding(mesh, 2)
   return jax.jit(functools.partial(train_step, model_cfg, tx),
-                 in_shardings=(p_sh, o_sh, {"tokens": b_sh, "mask": b_sh, "loss_mask": b_sh}),
+                 in_shardings=(p_sh, o_sh, {"tokens": b_sh, "segment": b_sh, "loss_mask": b_sh}),
                  out_shardings=(p_sh, o_sh, parallel.replicated(mesh)),
                  donate_argnums=(0, 1))
 
@@ -85,10 +85,16 @@ class TraceStream:
     self._thread.start()
 
   def make(self, index: int) -> dict[str, np.ndarray]:
+    """Batch `index`: traces packed into batch_size rows of seq_len tokens."""
     rng = np.random.default_rng([self._seed, index])
-    problems = [self._task.sample_problem(rng) for _ in range(self._bs)]
-    responses = [self._task.reference_trace(p, rng) for p in problems]
-    return data.supervised_batch(self._task, problems, responses, self._len)
+    problems, responses = [], []
+    while True:
+      more = [self._task.sample_problem(rng) for _ in range(self._bs)]
+      problems += more
+      responses += [self._task.reference_trace(p, rng) for p in more]
+      batch, used = data.packed_batch(self._task, problems, responses, self._bs, self._len)
+      if used < len(problems):  # every row is full
+        return batch
 
   def _run(self):
     i = self._next

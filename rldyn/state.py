@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 
 import jax
+import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
@@ -36,4 +37,6 @@ def init_opt_state(tx: optax.GradientTransformation, params, mesh: Mesh):
 
 
 def tree_norm(tree) -> jax.Array:
-  return optax.global_norm(tree)
+  """Global L2 norm of a pytree, accumulated in float32."""
+  leaves = jax.tree.leaves(tree)
+  return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in leaves))

@@ -21,7 +21,7 @@ from jax.sharding import PartitionSpec
 from rldyn.model.decoder import Decoder, KVCache, ModelConfig
 
 __all__ = ["Decoder", "KVCache", "ModelConfig", "init_params", "abstract_params", "logical_axes",
-           "apply", "causal_mask", "positions_from_mask"]
+           "apply", "causal_mask", "positions_from_mask", "segment_mask", "segment_positions"]
 
 
 @functools.lru_cache(maxsize=None)
@@ -63,6 +63,24 @@ def apply(cfg: ModelConfig, params: dict, tokens_BT, positions_BT, mask_BTS,
 def positions_from_mask(mask_BT: jax.Array) -> jax.Array:
   """RoPE positions that skip padding: 0 at each row's first real token."""
   return jnp.maximum(jnp.cumsum(mask_BT.astype(jnp.int32), axis=-1) - 1, 0)
+
+
+def segment_positions(segment_BT: jax.Array) -> jax.Array:
+  """RoPE positions that restart at 0 at the start of every packed segment."""
+  t = segment_BT.shape[-1]
+  idx = jnp.arange(t)[None, :]
+  starts = jnp.concatenate([jnp.ones_like(segment_BT[:, :1], bool),
+                            segment_BT[:, 1:] != segment_BT[:, :-1]], axis=1)
+  start_idx = jax.lax.cummax(jnp.where(starts, idx, 0), axis=1)
+  return idx - start_idx
+
+
+def segment_mask(segment_BT: jax.Array) -> jax.Array:
+  """mask_BTS for packed sequences: causal, within the same segment, never on padding (segment 0)."""
+  t = segment_BT.shape[-1]
+  causal = jnp.tril(jnp.ones((t, t), bool))
+  same = segment_BT[:, :, None] == segment_BT[:, None, :]
+  return causal[None] & same & (segment_BT[:, None, :] > 0)
 
 
 def causal_mask(mask_BT: jax.Array) -> jax.Array:

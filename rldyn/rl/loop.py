@@ -43,6 +43,7 @@ from rldyn.tasks.base import Task
 
 # Key purposes: one base key per purpose, folded with the step (STYLE.md §5).
 _ROLLOUT, _EVAL, _INIT = 1, 2, 3
+RESPONSE_BUCKET = 32
 # Keys whose values depend on wall-clock time (excluded when comparing runs).
 TIMING_KEYS = ("time_s", "perf/rollout_tok_s", "perf/update_tok_s", "perf/step_s", "perf/host_s")
 
@@ -143,8 +144,7 @@ class Trainer:
     n = cfg.sampling.max_new_tokens
     self.update = step_lib.make_update_step(cfg.model, cfg.loss, self.tx, cfg.sampling.temperature,
                                             cfg.rl.updates_per_batch, n, mesh, self.state)
-    self.ref_logprobs = step_lib.make_ref_logprobs(cfg.model, cfg.sampling.temperature, n, mesh,
-                                                   self.ref_params)
+    self._ref_fns = {}  # one compiled reference scorer per response width bucket
     self.eval_problems = evalsets.load_eval_set(task, cfg.task.eval_size, cfg.task.eval_seed,
                                                 cfg.task.data_dir or None)
     self.ckpt = ckpt_lib.Checkpointer(self.wd.path("checkpoints"), keep=cfg.checkpoint.keep)
@@ -202,7 +202,10 @@ class Trainer:
     r_pg = rewards.reshape(-1, g)
     adv = np.asarray(adv_lib.ADVANTAGES.get(cfg.advantage.name)(
         r_pg, eps=cfg.advantage.eps, ddof=cfg.advantage.std_ddof), np.float32).reshape(-1)
-    n = out["tokens"].shape[1]
+    # Trim the response width to the longest row, rounded up to a bucket: the update then costs what the
+    # responses cost, and compiles once per bucket (at most max_new_tokens / RESPONSE_BUCKET times).
+    n = min(out["tokens"].shape[1], -(-int(out["length"].max()) // RESPONSE_BUCKET) * RESPONSE_BUCKET)
+    out = {k: (v[:, :n] if v.ndim == 2 else v) for k, v in out.items()}
     roles = np.zeros_like(out["tokens"], np.int32)
     units = []
     for i, length in enumerate(out["length"]):
@@ -230,8 +233,13 @@ class Trainer:
         "perf/rollout_tok_s": float(out["length"].sum()) / max(t_roll, 1e-9),
     }
     host["_host_s"] = time.time() - t1
-    host["_n"] = n
     return batch, host, texts, rows, rewards, correct
+
+  def ref_logprobs(self, n: int):
+    if n not in self._ref_fns:
+      self._ref_fns[n] = step_lib.make_ref_logprobs(self.cfg.model, self.cfg.sampling.temperature, n,
+                                                    self.mesh, self.ref_params)
+    return self._ref_fns[n]
 
   def evaluate(self, step: int) -> dict:
     res = evaluation.evaluate(self.cfg.model, self.cfg.sampling, self.state["params"], self.task,
@@ -250,7 +258,8 @@ class Trainer:
       ev = self.evaluate(step) if step % cfg.eval.every == 0 else {}
       batch, host, texts, rows, rewards, correct = self.rollout(step)
       dev = parallel.shard_batch(self.mesh, {k: v for k, v in batch.items()})
-      dev["ref_logp_BN"] = self.ref_logprobs(self.ref_params, dev["tokens_BS"], dev["mask_BS"])
+      dev["ref_logp_BN"] = self.ref_logprobs(batch["resp_mask_BN"].shape[1])(
+          self.ref_params, dev["tokens_BS"], dev["mask_BS"])
       t_up = time.time()
       self.state, metrics = self.update(self.state, self.ref_params, dev)
       if pending is not None:  # step t-1's metrics, fetched after step t's update is dispatched
@@ -261,7 +270,6 @@ class Trainer:
       update_tokens = float(batch["mask_BS"].sum()) * 2  # policy forward+backward over the sequence
       timing = {"perf/update_tok_s": update_tokens / max(t_end - t_up, 1e-9), "perf/step_s": t_end - t0,
                 "perf/host_s": host.pop("_host_s"), "time_s": t_end - t_start}
-      host.pop("_n")
       self._check_faults(step, metrics)
       if step % cfg.log.every == 0 or step == cfg.rl.steps - 1:
         for i in range(min(cfg.log.samples, len(texts))):

@@ -29,6 +29,7 @@ import optax
 
 from rldyn import model as model_lib
 from rldyn import parallel
+from rldyn import state as state_lib
 from rldyn.config import LossConfig
 from rldyn.rl import losses
 from rldyn.tasks.base import EXECUTION, PLANNING
@@ -116,7 +117,7 @@ def update_step(model_cfg, lcfg: LossConfig, tx: optax.GradientTransformation, t
   def one_update(carry, mb):
     params, opt_state = carry
     (_, stats), grads = grad_fn(params, mb)
-    grad_norm = optax.global_norm(grads)
+    grad_norm = state_lib.tree_norm(grads)
     finite = jnp.isfinite(stats["loss/total"]) & jnp.isfinite(grad_norm)
     new_updates, new_opt = tx.update(grads, opt_state, params)
     new_params = optax.apply_updates(params, new_updates)
@@ -136,8 +137,8 @@ def update_step(model_cfg, lcfg: LossConfig, tx: optax.GradientTransformation, t
       "kl/k3": stats["k3"].sum() / jnp.maximum(tokens, 1.0),
       "sampler/logp_diff_max": stats["logp_diff_max"][0],
       "sampler/logp_diff_mean": stats["logp_diff_sum"][0] / jnp.maximum(stats["tokens"][0], 1.0),
-      "update_norm": optax.global_norm(jax.tree.map(jnp.subtract, params, params0)),
-      "param_norm": optax.global_norm(params),
+      "update_norm": state_lib.tree_norm(jax.tree.map(jnp.subtract, params, params0)),
+      "param_norm": state_lib.tree_norm(params),
       "fault/nonfinite_updates": stats["nonfinite"].sum(),
       **rollout_metrics(batch),
   }
