@@ -22,7 +22,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from rldyn.phases import OnlinePhaseDetector, PhaseConfig, SignalSpec, detect, fit_phases  # noqa: E402
+from rldyn.phases import OnlinePhaseDetector, PhaseConfig, SignalSpec  # noqa: E402
+from rldyn.phases import detect, fit_phases  # noqa: E402
 from rldyn.phases.synthetic import ARC_SHAPES, NULL_SHAPES, make_log  # noqa: E402
 
 LENGTHS = (30, 100, 300, 1000, 2000)
@@ -176,7 +177,8 @@ def _timings() -> None:
       det.update(s, m)
       per.append(time.perf_counter() - start)
     per = np.array(per)
-    print(f"  online, refit_every={refit_every}, 2000 steps: mean {1e3 * per.mean():.2f} ms/update, "
+    print(f"  online, refit_every={refit_every}, 2000 steps: "
+          f"mean {1e3 * per.mean():.2f} ms/update, "
           f"max {1e3 * per.max():.0f} ms (a refit), p50 {1e6 * np.median(per):.0f} us")
 
 

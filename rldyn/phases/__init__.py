@@ -53,7 +53,9 @@ arc is detected and the reason says the shared boundary is a compromise.
 
 **How sure?** `ci` is the profile-likelihood interval for tau at 95 %
 (log-likelihood within chi2_1(0.95)/2 of its maximum; the hull of that set, so a
-bimodal profile gives a wide interval). `confidence` =
+bimodal profile gives a wide interval). For short runs a small-sample
+correction widens it: each signal's log-likelihood is scaled by its residual
+degrees of freedom (n - 4) / n and the critical value is a Student-t quantile. `confidence` =
 sigmoid((dBIC - bic_threshold) / 2): the BIC approximation to the posterior
 probability of the two-regime model under a sceptical prior that gives it odds
 exp(-threshold/2); 0.5 at the threshold; 0 when the fitted shape is not the

@@ -61,7 +61,8 @@ class PhaseConfig:
   fine_grid: int = 61              # tau candidates around the best coarse one
   exec_kappas: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.5, 8.0, 10.0)
   # ^ curvatures of the execution decay before tau (0: linear)
-  rise_kappas: tuple[float, ...] = (-4.0, -3.0, -2.0, -1.0, 0.0, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.5)
+  rise_kappas: tuple[float, ...] = (-4.0, -3.0, -2.0, -1.0, 0.0, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0,
+                                    5.0, 6.5)
   # ^ curvatures of the planning rise after tau (>0 saturating, <0 accelerating)
 
   def __post_init__(self):
@@ -263,7 +264,8 @@ def fit_phases(series: Series, config: PhaseConfig = PhaseConfig()) -> PhaseResu
   fit_names = [s.name for s in config.signals if s.role in model.FIT_ROLES and s.name in raw]
   if not fit_names:
     wanted = ", ".join(s.name for s in config.signals if s.role in model.FIT_ROLES)
-    return _not_detected(fits, f"None of the phase signals ({wanted}) has usable values in the log.")
+    return _not_detected(
+        fits, f"None of the phase signals ({wanted}) has usable values in the log.")
   all_steps = np.unique(np.concatenate([raw[n][0] for n in fit_names]))
   first, last = float(all_steps[0]), float(all_steps[-1])
   n_steps = int(all_steps.size)
@@ -352,8 +354,9 @@ def fit_phases(series: Series, config: PhaseConfig = PhaseConfig()) -> PhaseResu
     own_thresh = own_G[j] - _lr_critical(config.ci_level, dof[n])
     inside_j = np.nonzero(own_G >= own_thresh)[0]
     fits[n].boundary_alone = round(float(to_step(tau_G[j])), 1)
-    fits[n].ci_alone = [round(float(to_step(_crossing(tau_G, own_G, own_thresh, inside_j[0], -1))), 1),
-                        round(float(to_step(_crossing(tau_G, own_G, own_thresh, inside_j[-1], +1))), 1)]
+    own_ci = (_crossing(tau_G, own_G, own_thresh, inside_j[0], -1),
+              _crossing(tau_G, own_G, own_thresh, inside_j[-1], +1))
+    fits[n].ci_alone = [round(float(to_step(x)), 1) for x in own_ci]
   for spec in config.signals:  # context signals: reported at tau, not fitted jointly
     if spec.role == CONTEXT and spec.name in preps:
       p = dataclasses.replace(preps[spec.name], role=ACCURACY)
@@ -409,7 +412,7 @@ def _describe(fit: SignalFit, prep: model.PreparedSignal, two: model.TwoRegimeFi
   fit.autocorr = two.rho
   fit.delta_loglik = float(delta_ll)
   fit.one_regime = {"shape": one.shape, "kappa": one.kappa,
-                    "change": float(one.predict(np.array([t_last]))[0] - one.predict(np.array([t_first]))[0])}
+                    "change": float(np.diff(one.predict(np.array([t_first, t_last])))[0])}
   fit._two, fit._one = two, one
   tc, fr = config.t_crit, config.flat_ratio
   if prep.role == EXECUTION:
@@ -433,7 +436,8 @@ def _describe(fit: SignalFit, prep: model.PreparedSignal, two: model.TwoRegimeFi
   else:  # accuracy (joint) or context (report only)
     fit.contradicts = bool(t_before <= -tc)
     fit.pattern_ok = not fit.contradicts
-    fit.pattern = "falls before the boundary" if fit.contradicts else "does not fall before the boundary"
+    fit.pattern = ("falls before the boundary" if fit.contradicts else
+                   "does not fall before the boundary")
 
 
 def _role_ok(fits: list[SignalFit]) -> bool:
@@ -475,9 +479,11 @@ def _decide(result: PhaseResult, fits: dict[str, SignalFit], fit_names: list[str
 
   if not strong:
     ones = "; ".join(f"{n}: {fits[n].one_regime['shape']}" for n in fit_names)
-    result.confidence = _sigmoid((result.delta_bic - config.bic_threshold) / 2) if pattern_ok else 0.0
+    result.confidence = (_sigmoid((result.delta_bic - config.bic_threshold) / 2)
+                         if pattern_ok else 0.0)
     result.reason = (f"A single smooth regime explains the data as well ({ones}); {evid}. "
-                     f"The best two-regime split would be at step {round(tau_s)}, without support." + note)
+                     f"The best two-regime split would be at step {round(tau_s)}, without "
+                     "support." + note)
     return
   if not pattern_ok:
     failing = [r for r, ok in checks.items() if not ok]

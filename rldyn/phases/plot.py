@@ -64,7 +64,8 @@ def plot_phases(result: PhaseResult, path: str) -> None:
   head = "two-phase arc detected" if result.detected else "no two-phase arc"
   extra = ""
   if result.detected:
-    extra = f": boundary {result.boundary_step}, CI {list(result.ci)}, confidence {result.confidence:.2f}"
+    extra = (f": boundary {result.boundary_step}, CI {list(result.ci)}, "
+             f"confidence {result.confidence:.2f}")
   fig.suptitle(head + extra, fontsize=11)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
