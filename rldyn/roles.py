@@ -520,9 +520,12 @@ class HFTextTokenizer:
 
 
 def text_tokenizer(tok: Any) -> TextTokenizer:
-  """Wraps a synthetic or a HF `tokenizers` tokenizer (already-wrapped ones pass through)."""
+  """Wraps a synthetic or a HF `tokenizers` tokenizer, or loads a tokenizer.json path."""
   if isinstance(tok, (SyntheticTextTokenizer, HFTextTokenizer)):
     return tok
+  if isinstance(tok, str):
+    import tokenizers  # pylint: disable=g-import-not-at-top
+    return HFTextTokenizer(tokenizers.Tokenizer.from_file(tok))
   if isinstance(tok, synthetic_tokenizer.Tokenizer):
     return SyntheticTextTokenizer(tok)
   if hasattr(tok, "get_added_tokens_decoder") and hasattr(tok, "encode"):
@@ -709,7 +712,7 @@ def make_tagger(name: str, task: Any, *, lexicon_path: str = "", placebo_of: str
   lexicon_path: a lexicon JSON path or shipped name ("" = the task's default); placebo_of: the tagger
   whose planning density the placebo copies; seed: the placebo's seed (with the step); span_patterns:
   regexes for `spans` (() = DEFAULT_SPAN_PATTERNS); tokenizer: overrides task.tokenizer for the text
-  taggers (a tokenizers.Tokenizer works).
+  taggers (a tokenizers.Tokenizer or a tokenizer.json path works).
   """
   options = {"lexicon_path": lexicon_path, "placebo_of": placebo_of, "seed": int(seed),
              "span_patterns": tuple(span_patterns), "tokenizer": tokenizer}

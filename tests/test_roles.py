@@ -207,7 +207,7 @@ def test_matcher_equals_naive_reference_and_dict_fallback():
     assert m.uses_batch(texts) == fallback.uses_batch(texts)
 
 
-def test_bpe_leading_space_tokens(bpe):
+def test_bpe_leading_space_tokens(bpe, tmp_path):
   lex = _lexicon([("pause", ["but wait"]), ("verify", ["let me check"])])
   text = "Hmm, but wait, let me check the sum again."
   ids, got = roles.tag_text(text, lex, bpe)
@@ -220,6 +220,9 @@ def test_bpe_leading_space_tokens(bpe):
   from_ids = roles.lexicon_roles([bpe.token_to_id("<s>")] + ids, lex, bpe)
   assert from_ids[0] == O
   np.testing.assert_array_equal(from_ids[1:], got)
+  path = str(tmp_path / "tokenizer.json")
+  bpe.save(path)
+  np.testing.assert_array_equal(roles.tag_text(text, lex, path)[1], got)
 
 
 def test_bpe_non_canonical_ids_fall_back_to_prefix_decoding(bpe):
