@@ -1,0 +1,207 @@
+"""The fixed probe set and what replay measures on it for one model (SCIENCE.md §2, §8).
+
+Every model of a replay (the base and each checkpoint) answers the same P held-out problems n times,
+with the same prompts in the same rows and the same sampling keys, so comparisons between checkpoints
+are paired: two identical policies would produce identical samples. Rows are problem-major (row
+r = problem r // n, sample r % n) and run in fixed-size batches with key fold_in(replay_key, batch),
+so the compiled sampler and scorer are reused across checkpoints without recompiling.
+
+Per model (`probe_stats`), over its own R = P·n samples (response tokens only, stop token included):
+  accuracy                     mean verifier correctness (= pass@1)
+  entropy/{all,planning,execution}   mean full-vocabulary entropy of the policy at the sampled tokens
+  nll/{all,planning,execution}       mean −log π(sampled token); ppl/execution_rel is exp(nll − nll_base)
+  semantic_entropy/planning    Shannon entropy of the planning-unit distribution over all responses
+  kl/k3, kl/k3/{planning,execution}  mean k3 estimate of KL(π_θ‖π_base) on π_θ's samples
+  ppl/self                     exp(nll/all)
+  ppl/base_on_this             the base's perplexity on this model's responses (cross-model PPL)
+  ppl/this_on_base             this model's perplexity on the base's responses
+  response_len/mean, response_len/truncated_frac, tokens/{planning,execution}_frac
+Log-probabilities are those of the policy distribution softmax(logits / temperature), as in training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+from collections.abc import Callable, Sequence
+
+import jax
+import numpy as np
+
+from rldyn import data
+from rldyn import evaluation
+from rldyn import parallel
+from rldyn import sampling
+from rldyn.config import Config
+from rldyn.metrics import entropy as entropy_lib
+from rldyn.rl import step as step_lib
+from rldyn.tasks.base import EXECUTION, PLANNING, Problem, Task
+
+REPLAY_KEY = 0x5EED_0E91  # the replay's sampling-key purpose (kept apart from rollouts and evals)
+KL_CLAMP = 10.0  # as rldyn.rl.losses: d = log π_θ − log π_base is clamped to ±10 inside k3
+ROLES = {"planning": PLANNING, "execution": EXECUTION}
+
+
+@dataclasses.dataclass
+class ProbeSamples:
+  """n samples per probe problem from one model; R = P·n rows, N = max_new_tokens columns."""
+
+  tokens_RN: np.ndarray  # int32 sampled ids, pad after the row stopped
+  mask_RN: np.ndarray  # bool, True on response tokens (stop token included)
+  logp_RN: np.ndarray  # float32 log π(sampled token) from the sampler
+  entropy_RN: np.ndarray  # float32 full-vocabulary entropy at each sampled position
+  length_R: np.ndarray  # int32 response tokens per row
+  truncated_R: np.ndarray  # bool, hit max_new_tokens without stopping
+  correct_R: np.ndarray  # bool, the task's verifier on the decoded text
+  roles_RN: np.ndarray  # int8 token roles (0 other, 1 planning, 2 execution)
+  units: list[tuple[int, ...]]  # planning units of all rows (semantic entropy)
+  texts: list[str]  # decoded responses
+
+  def per_problem_correct(self, n: int) -> list[int]:
+    return [int(c) for c in self.correct_R.reshape(-1, n).sum(axis=1)]
+
+
+def _score(model_cfg, temperature: float, n: int, params, tokens_BS, mask_BS):
+  """Teacher-forced log π(token) of the N response tokens of each row (float32 [B, N])."""
+  logits = step_lib.response_logits(model_cfg, params, tokens_BS, mask_BS, n)
+  return step_lib.token_logp_entropy(logits, tokens_BS[:, -n:], temperature)[0]
+
+
+class Prober:
+  """Compiled sampling and scoring on a fixed probe set, shared by every model of a replay."""
+
+  def __init__(self, cfg: Config, task: Task, problems: Sequence[Problem], n: int, mesh,
+               batch_size: int, seed: int):
+    if n < 1:
+      raise ValueError(f"n (samples per probe problem) must be >= 1, got {n}")
+    self.cfg, self.task, self.problems, self.n, self.mesh = cfg, task, list(problems), n, mesh
+    self.prompts = data.prompt_batch(task, self.problems, repeat=n)  # one width for every row
+    self.rows = len(self.problems) * n
+    self.batch = effective_batch(batch_size, self.rows, parallel.data_parallel_size(mesh))
+    self.num_batches = -(-self.rows // self.batch)
+    self.new_tokens = cfg.sampling.max_new_tokens
+    self._sample = sampling.make_sampler(cfg.model, cfg.sampling)
+    self._score = jax.jit(functools.partial(_score, cfg.model, cfg.sampling.temperature,
+                                            self.new_tokens))
+    self.key = jax.random.fold_in(jax.random.key(seed), REPLAY_KEY)
+    self.timings: dict[str, float] = {}
+    # The sampler is shared (lru-cached) with anything else in this process, e.g. a trainer.
+    self._sample_cache0 = self._sample._cache_size()  # pylint: disable=protected-access
+
+  def compiled_variants(self) -> dict[str, int]:
+    """Compilations this prober caused: at most 1 each, however many models it served."""
+    return {"sample": self._sample._cache_size() - self._sample_cache0,  # pylint: disable=protected-access
+            "score": self._score._cache_size()}  # pylint: disable=protected-access
+
+  def _rows(self, b: int) -> np.ndarray:
+    """Row indices of batch b, the last batch padded by repeating its final row."""
+    idx = np.arange(b * self.batch, (b + 1) * self.batch)
+    return np.minimum(idx, self.rows - 1)
+
+  def _tick(self, name: str, t0: float) -> None:
+    self.timings[name] = self.timings.get(name, 0.0) + time.time() - t0
+
+  def sample(self, params, progress: Callable[[int], None] | None = None) -> ProbeSamples:
+    """R samples from `params` (same prompts, rows and keys for every model), verified and role-tagged."""
+    outs = []
+    t0 = time.time()
+    for b in range(self.num_batches):
+      idx = self._rows(b)
+      batch = parallel.shard_batch(self.mesh, {"tokens": self.prompts["tokens"][idx],
+                                               "mask": self.prompts["mask"][idx]})
+      out = self._sample(params, batch["tokens"], batch["mask"], jax.random.fold_in(self.key, b))
+      outs.append(jax.device_get(out))
+      if progress:
+        progress(1)
+    self._tick("sample", t0)
+    t0 = time.time()
+    out = {k: np.concatenate([o[k] for o in outs])[:self.rows] for k in outs[0]}
+    texts = evaluation.decode_rows(self.task, out["tokens"], out["length"])
+    rows = [p for p in self.problems for _ in range(self.n)]
+    correct = np.array([bool(self.task.verify(p, t)) for p, t in zip(rows, texts)], bool)
+    roles = np.zeros(out["tokens"].shape, np.int8)
+    units = []
+    for i, length in enumerate(out["length"]):
+      ids = out["tokens"][i, :length]
+      roles[i, :length] = self.task.token_roles(ids.tolist())
+      units += entropy_lib.planning_units(ids, roles[i, :length])
+    self._tick("host", t0)
+    return ProbeSamples(tokens_RN=out["tokens"], mask_RN=out["mask"].astype(bool), logp_RN=out["logp"],
+                        entropy_RN=out["entropy"], length_R=out["length"], truncated_R=out["truncated"],
+                        correct_R=correct, roles_RN=roles, units=units, texts=texts)
+
+  def score(self, params, tokens_RN: np.ndarray, mask_RN: np.ndarray,
+            progress: Callable[[int], None] | None = None) -> np.ndarray:
+    """Teacher-forced log π_params of responses (tokens_RN, mask_RN) to the probe prompts: float32 [R, N]."""
+    t0 = time.time()
+    outs = []
+    for b in range(self.num_batches):
+      idx = self._rows(b)
+      batch = parallel.shard_batch(self.mesh, {
+          "tokens": np.concatenate([self.prompts["tokens"][idx], tokens_RN[idx]], axis=1),
+          "mask": np.concatenate([self.prompts["mask"][idx], mask_RN[idx]], axis=1)})
+      outs.append(np.asarray(jax.device_get(self._score(params, batch["tokens"], batch["mask"]))))
+      if progress:
+        progress(1)
+    self._tick("score", t0)
+    return np.concatenate(outs)[:self.rows] * mask_RN
+
+
+def effective_batch(batch_size: int, rows: int, dp: int) -> int:
+  """Rows per sampling call: at most `batch_size` (and no more than needed), a multiple of dp."""
+  if batch_size < 1:
+    raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+  b = min(batch_size, rows)
+  return -(-b // dp) * dp
+
+
+def _mean(x: np.ndarray, w: np.ndarray) -> float:
+  s = float(w.sum())
+  return float((x * w).sum() / s) if s > 0 else float("nan")
+
+
+def k3(logp: np.ndarray, ref_logp: np.ndarray) -> np.ndarray:
+  """k3 = e^(−d) + d − 1 with d = log π − log π_ref clamped to ±10 (as the trainer's estimator)."""
+  d = np.clip(logp.astype(np.float64) - ref_logp, -KL_CLAMP, KL_CLAMP)
+  return np.exp(-d) + d - 1.0
+
+
+def probe_stats(samples: ProbeSamples, base_logp_RN: np.ndarray, this_on_base_logp_RN: np.ndarray,
+                base_mask_RN: np.ndarray) -> dict[str, float]:
+  """The per-model probe statistics (module docstring) from its samples and the two cross scorings.
+
+  Args:
+    samples: this model's samples.
+    base_logp_RN: the base's log π of this model's sampled tokens (for the base itself: its own).
+    this_on_base_logp_RN: this model's log π of the base's sampled tokens.
+    base_mask_RN: the base's response mask (where this_on_base_logp_RN counts).
+  """
+  m = samples.mask_RN.astype(np.float64)
+  logp = samples.logp_RN.astype(np.float64)
+  kl = k3(logp, base_logp_RN)
+  out = {
+      "accuracy": float(samples.correct_R.mean()),
+      "entropy/all": _mean(samples.entropy_RN, m),
+      "nll/all": _mean(-logp, m),
+      "kl/k3": _mean(kl, m),
+      "semantic_entropy/planning": entropy_lib.semantic_entropy(samples.units),
+      "response_len/mean": float(samples.length_R.mean()),
+      "response_len/truncated_frac": float(samples.truncated_R.mean()),
+      "ppl/base_on_this": float(np.exp(_mean(-base_logp_RN, m))),
+      "ppl/this_on_base": float(np.exp(_mean(-this_on_base_logp_RN, base_mask_RN.astype(np.float64)))),
+  }
+  out["ppl/self"] = float(np.exp(out["nll/all"]))
+  for name, rid in ROLES.items():
+    w = m * (samples.roles_RN == rid)
+    out[f"entropy/{name}"] = _mean(samples.entropy_RN, w)
+    out[f"nll/{name}"] = _mean(-logp, w)
+    out[f"kl/k3/{name}"] = _mean(kl, w)
+    out[f"tokens/{name}_frac"] = float(w.sum() / max(m.sum(), 1.0))
+  return out
+
+
+def examples(samples: ProbeSamples, problems: Sequence[Problem], n: int, count: int = 2) -> list[dict]:
+  """Sample 0 of the first `count` problems (the same rows and keys for every model)."""
+  return [{"prompt": problems[i].prompt, "answer": problems[i].answer, "response": samples.texts[i * n],
+           "correct": bool(samples.correct_R[i * n])} for i in range(min(count, len(problems)))]

@@ -1,0 +1,159 @@
+"""rldyn.replay end to end on a tiny RL run: contract files, paired sampling, incremental caching."""
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from rldyn import configs
+from rldyn import launch
+from rldyn.metrics import passk
+from rldyn.replay import cache as cache_lib
+from rldyn.replay import runner
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OPTS = runner.ReplayOptions(n=4, probe=6, batch_size=8, progress=False)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+  """A 2-step RL run (checkpoints 1 and 2) whose random reward moves the weights."""
+  workdir = str(tmp_path_factory.mktemp("replay_run"))
+  c = configs.default()
+  configs.shrink(c)
+  c.task.data_dir = os.path.join(workdir, "tfds")
+  c.pretrain.steps = 4
+  c.rl.steps = 2
+  c.checkpoint.every = 1
+  c.eval.every = 2
+  c.reward.name = "random"  # a reward the untrained base can earn, so RL changes the weights
+  c.sampling.max_new_tokens = 16
+  launch.run(c, workdir)
+  return workdir
+
+
+@pytest.fixture(scope="module")
+def first(run_dir):
+  return runner.replay(run_dir, OPTS)
+
+
+def test_first_replay_writes_the_contract(run_dir, first):
+  assert first.computed == [0, 1, 2]
+  out = os.path.join(run_dir, "replay")
+  for name in ("replay.jsonl", "passk.json", "sparsity.json", "report.md", "passk.png", "entropy.png",
+               "sparsity.png"):
+    assert os.path.getsize(os.path.join(out, name)) > 0, name
+  with open(os.path.join(out, "passk.json")) as f:
+    pk = json.load(f)
+  assert [e["step"] for e in pk["checkpoints"]] == [0, 1, 2]
+  for e in pk["checkpoints"]:
+    assert e["n"] == 4 and e["k"] == [1, 2, 4] and len(e["per_problem_correct"]) == 6
+    recomputed = passk.pass_at_k_curve(e["n"], e["per_problem_correct"], e["k"])
+    np.testing.assert_allclose(e["pass_at_k"], [recomputed[k] for k in e["k"]], atol=1e-12)
+  assert {"crossover_k", "delta_se", "solvable", "ppl_base_on_this"} <= set(pk["checkpoints"][1]["vs_base"])
+  # Nothing recompiles across models: one sampler and one scorer compilation for the whole replay
+  # (the sampler's may already exist from the trainer in this process).
+  assert first.compiled["sample"] <= 1 and first.compiled["score"] == 1
+
+
+def test_weights_and_probe_statistics_are_sane(run_dir, first):
+  with open(os.path.join(run_dir, "replay", "sparsity.json")) as f:
+    sp = json.load(f)
+  assert [c["step"] for c in sp["checkpoints"]] == [1, 2]
+  last = sp["checkpoints"][-1]
+  # Adam moves every weight a little: dense in fp32, while bf16 hides the sub-resolution moves.
+  assert last["sparsity"]["fp32"]["0"] < 0.5
+  assert last["sparsity"]["bf16"]["0"] > last["sparsity"]["fp32"]["0"]
+  assert last["per_matrix"]["layers/0/self_attn/q_proj/kernel"]["full"] == 32  # [E, H·D] = [32, 32]
+  base, ck = first.records[0]["probe"], first.records[2]["probe"]
+  assert base["kl/k3"] == 0.0 and ck["kl/k3"] >= 0.0
+  assert base["ppl/base_on_this"] == pytest.approx(base["ppl/self"])
+  for p in (base, ck):
+    assert 0.0 <= p["accuracy"] <= 1.0 and p["entropy/all"] > 0
+    assert p["tokens/planning_frac"] + p["tokens/execution_frac"] <= 1.0 + 1e-9
+  report = open(os.path.join(run_dir, "replay", "report.md")).read()
+  for section in ("## In short", "## Capability boundary", "## Probe dynamics", "## Weights",
+                  "![pass@k curves](passk.png)"):
+    assert section in report
+
+
+def test_rerun_computes_nothing(run_dir, first, monkeypatch):
+  def boom(*a, **k):
+    raise AssertionError("a fully cached replay must not load models")
+  monkeypatch.setattr(runner, "_Models", boom)
+  again = runner.replay(run_dir, OPTS)
+  assert again.computed == [] and sorted(again.records) == [0, 1, 2]
+  assert again.records == first.records
+
+
+def test_only_missing_checkpoints_are_recomputed_identically(run_dir, first, monkeypatch):
+  path = os.path.join(run_dir, "replay", "replay.jsonl")
+  lines = open(path).read().splitlines()
+  kept = [ln for ln in lines if json.loads(ln).get("step") != 2]
+  with open(path, "w") as f:  # as if checkpoint 2 had appeared after the last replay
+    f.write("\n".join(kept) + "\n")
+  calls = []
+  original = runner._Models.record
+  sample_calls = []
+  original_sample = runner.probe_lib.Prober.sample
+
+  def counting(self, step, params, progress):
+    calls.append(step)
+    return original(self, step, params, progress)
+
+  def counting_sample(self, params, progress=None):
+    sample_calls.append(1)
+    return original_sample(self, params, progress)
+
+  monkeypatch.setattr(runner._Models, "record", counting)
+  monkeypatch.setattr(runner.probe_lib.Prober, "sample", counting_sample)
+  again = runner.replay(run_dir, OPTS)
+  assert calls == [2] and again.computed == [2]
+  assert len(sample_calls) == 1  # the base's samples came from base_samples.npz, not resampled
+  # Same prompts, same keys: the recomputed record equals the first one (timings aside).
+  strip = lambda r: {k: v for k, v in r.items() if k != "time_s"}  # noqa: E731
+  assert strip(again.records[2]) == strip(first.records[2])
+
+
+def test_compare_with_itself_overlaps_fully(run_dir, first):
+  res = runner.replay(run_dir, dataclasses.replace(OPTS, compare=run_dir))
+  assert res.computed == [] and res.compared == [1, 2]
+  ov = res.comparisons[2]["overlap"]["0"]
+  assert res.comparisons[2]["same_base"]
+  assert ov["overlap"] == 1.0 and ov["random"] == pytest.approx(ov["density_1"])
+  with open(os.path.join(run_dir, "replay", "sparsity.json")) as f:
+    assert json.load(f)["compare"]["steps"][0]["step"] == 1
+
+
+def test_cli_rerun_is_cached(run_dir, first):
+  env = dict(os.environ, JAX_PLATFORMS="cpu",
+             XLA_FLAGS="--xla_force_host_platform_device_count=8")
+  proc = subprocess.run(
+      [sys.executable, "-m", "rldyn.replay", f"--workdir={run_dir}", "--n=4", "--probe=6",
+       "--batch_size=8", "--noprogress", "--k=1,4"],
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert "computed none" in proc.stdout
+  with open(os.path.join(run_dir, "replay", "passk.json")) as f:
+    assert json.load(f)["k"] == [1, 4]
+
+
+def test_cache_ignores_other_settings(tmp_path):
+  path = str(tmp_path / "replay.jsonl")
+  a = cache_lib.ReplayCache(path, {"n": 4})
+  a.append({"kind": "checkpoint", "step": 0, "x": float("nan")})
+  b = cache_lib.ReplayCache(path, {"n": 8})
+  assert b.checkpoints() == {} and b.stale() == 1
+  assert a.checkpoints()[0]["x"] is None  # NaN stored as null
+
+
+def test_options_validate():
+  with pytest.raises(ValueError):
+    runner.ReplayOptions(n=4, ks=(8,))
+  with pytest.raises(ValueError):
+    runner.ReplayOptions(steps=(0,))
+  assert runner.ReplayOptions(n=100).k_grid() == [1, 2, 4, 8, 16, 32, 64, 100]
+  assert runner.parse_ints("all") is None and runner.parse_ints("2, 4") == (2, 4)
