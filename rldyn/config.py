@@ -143,6 +143,12 @@ class LogConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class PhasesConfig:
+  online: bool = True  # run the online phase detector in the loop (emits phase_boundary events)
+  refit_every: int = 25  # steps between online refits
+
+
+@dataclasses.dataclass(frozen=True)
 class FaultConfig:
   on_nonfinite: str = "skip"  # skip | halt
 
@@ -170,6 +176,7 @@ class Config:
   eval: EvalConfig
   log: LogConfig
   fault: FaultConfig
+  phases: PhasesConfig
   base_workdir: str = ""
   resume_anyway: bool = False
   stage: str = "rl"  # pretrain | rl (rl pretrains the base first when the workdir has none)
@@ -219,6 +226,7 @@ def load(cd: Any, vocab_size: int, pad_id: int, stop_tokens: tuple[int, ...]) ->
       eval=build(EvalConfig, "eval", get("eval")),
       log=build(LogConfig, "log", get("log")),
       fault=build(FaultConfig, "fault", get("fault")),
+      phases=build(PhasesConfig, "phases", get("phases")),
       base_workdir=str(d.get("base_workdir", "")),
       resume_anyway=bool(d.get("resume_anyway", False)),
       stage=str(d.get("stage", "rl")),

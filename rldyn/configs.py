@@ -123,6 +123,10 @@ def default() -> config_dict.ConfigDict:
   c.log.samples = 4  # decoded rollouts written per logged step
   c.log.tensorboard = False  # mirror metrics to WORKDIR/tensorboard (needs tensorboardX)
 
+  c.phases = config_dict.ConfigDict()
+  c.phases.online = True  # online two-phase detector in the loop; writes phase_boundary events
+  c.phases.refit_every = 25  # steps between its refits
+
   c.fault = config_dict.ConfigDict()
   c.fault.on_nonfinite = "skip"  # skip: drop a non-finite update and log an event | halt: stop
   return c

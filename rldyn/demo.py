@@ -56,11 +56,10 @@ def main(argv):
   launch.print_devices()
   launch.run(two_phase.get_config(_VARIANT.value), workdir)
   print("\n" + summary(workdir), flush=True)
-  try:
-    from rldyn import phases  # pylint: disable=g-import-not-at-top
-    print("\n" + phases.verdict_for_workdir(workdir), flush=True)
-  except (ImportError, AttributeError):
-    pass
+  from rldyn.phases import report  # pylint: disable=g-import-not-at-top
+  result, _ = report.analyse(os.path.join(workdir, "metrics.jsonl"), workdir)
+  print("\nPhase detector (python -m rldyn.phases; wrote phases.json, phases.png):\n" + result.verdict(),
+        flush=True)
 
 
 if __name__ == "__main__":

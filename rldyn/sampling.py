@@ -119,6 +119,9 @@ def generate(cfg: model_lib.ModelConfig, scfg: SamplingConfig, params, prompt_BP
   slots = p + n
   prompt_mask_BP = prompt_mask_BP.astype(bool)
   prompt_len_B = prompt_mask_BP.sum(axis=1).astype(jnp.int32)
+  # Cast the weights to the compute dtype once, outside the loop: each decode step then reads them at
+  # compute width (decoding is bound by reading the weights).
+  params = jax.tree.map(lambda x: x.astype(cfg.jnp_dtype), params)
   apply = functools.partial(model_lib.apply, cfg, params)
 
   # Prefill: the prompt's keys go to slots [0, P); each query sees earlier real prompt tokens.

@@ -56,6 +56,7 @@ class ModelConfig:
   tie_embeddings: bool = True
   param_dtype: str = "float32"
   dtype: str = "float32"  # compute dtype; logits are always float32
+  attention: str = "xla"  # xla: einsum attention | cudnn: fused (flash) attention, GPU + bf16 only
 
   def __post_init__(self):
     for name in ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim", "d_ff",
@@ -65,6 +66,8 @@ class ModelConfig:
     if self.n_heads % self.n_kv_heads:
       raise ValueError(f"model.n_heads ({self.n_heads}) must be a multiple of model.n_kv_heads "
                        f"({self.n_kv_heads}) for grouped-query attention")
+    if self.attention not in ("xla", "cudnn"):
+      raise ValueError(f"model.attention={self.attention!r}; valid: cudnn, xla")
     for name in ("param_dtype", "dtype"):
       if getattr(self, name) not in _DTYPES:
         raise ValueError(f"model.{name}={getattr(self, name)!r}; valid: {sorted(_DTYPES)}")
@@ -86,15 +89,21 @@ class ModelConfig:
 
 
 class KVCache(NamedTuple):
-  """Preallocated keys and values for every layer: k_LBSKD, v_LBSKD."""
+  """Preallocated keys and values: one k_BKSD and one v_BKSD buffer per layer.
 
-  k: jax.Array
-  v: jax.Array
+  Separate buffers per layer (not one stacked [L, ...] array) let XLA update each in place inside the
+  decode loop and read it without slicing a copy out of a larger buffer; the [B, K, S, D] layout is the
+  one the batched attention matmuls want, so no step transposes the cache.
+  """
+
+  k: tuple[jax.Array, ...]
+  v: tuple[jax.Array, ...]
 
   @classmethod
   def zeros(cls, cfg: ModelConfig, batch: int, slots: int) -> "KVCache":
-    shape = (cfg.n_layers, batch, slots, cfg.n_kv_heads, cfg.head_dim)
-    return cls(jnp.zeros(shape, cfg.jnp_dtype), jnp.zeros(shape, cfg.jnp_dtype))
+    shape = (batch, cfg.n_kv_heads, slots, cfg.head_dim)
+    return cls(tuple(jnp.zeros(shape, cfg.jnp_dtype) for _ in range(cfg.n_layers)),
+               tuple(jnp.zeros(shape, cfg.jnp_dtype) for _ in range(cfg.n_layers)))
 
 
 def _param(rngs: nnx.Rngs, shape, axes, dtype, fan_in: int | None) -> nnx.Param:
@@ -144,6 +153,20 @@ def rope(x_BTND, positions_BT, theta: float):
   return out.astype(x_BTND.dtype)
 
 
+def grouped_attention(q_BTHD, keys, values, mask_BTS, kv_layout: str):
+  """Softmax attention with K kv heads shared by G = H // K query heads each; float32 scores.
+
+  kv_layout names the key/value axes: "bskd" (this call's keys) or "bksd" (the decode cache).
+  """
+  b, t, h, d = q_BTHD.shape
+  k = keys.shape[kv_layout.index("k")]
+  q = q_BTHD.reshape(b, t, k, h // k, d)
+  scores = jnp.einsum(f"btkgd,{kv_layout}->bkgts", q, keys).astype(jnp.float32) * d ** -0.5
+  scores = jnp.where(mask_BTS[:, None, None, :, :], scores, jnp.finfo(jnp.float32).min)
+  probs = jax.nn.softmax(scores, axis=-1).astype(q_BTHD.dtype)
+  return jnp.einsum(f"bkgts,{kv_layout}->btkgd", probs, values).reshape(b, t, h, d)
+
+
 class Attention(nnx.Module):
 
   def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
@@ -163,20 +186,23 @@ class Attention(nnx.Module):
     q = rope(self.q_proj("bte,ehd->bthd", x_BTE, dt), positions_BT, cfg.rope_theta)
     k = rope(self.k_proj("bte,ekd->btkd", x_BTE, dt), positions_BT, cfg.rope_theta)
     v = self.v_proj("bte,ekd->btkd", x_BTE, dt)
-    if cache is None:  # training / scoring: keys are this call's positions
-      keys, values = k, v
-    else:  # decoding: write this call's keys in place at slot `index`, attend over the layer's cache
-      at = (layer, 0, index, 0, 0)
-      cache = KVCache(jax.lax.dynamic_update_slice(cache.k, k[None].astype(cache.k.dtype), at),
-                      jax.lax.dynamic_update_slice(cache.v, v[None].astype(cache.v.dtype), at))
-      keys, values = cache.k[layer], cache.v[layer]
-    b, t, h, d = q.shape
-    g = h // cfg.n_kv_heads
-    q = q.reshape(b, t, cfg.n_kv_heads, g, d)
-    scores = jnp.einsum("btkgd,bskd->bkgts", q, keys.astype(dt)).astype(jnp.float32) * d ** -0.5
-    scores = jnp.where(mask_BTS[:, None, None, :, :], scores, jnp.finfo(jnp.float32).min)
-    probs = jax.nn.softmax(scores, axis=-1).astype(dt)
-    out = jnp.einsum("bkgts,bskd->btkgd", probs, values.astype(dt)).reshape(b, t, h, d)
+    if cache is not None:  # decoding: write this call's keys in place at slot `index`, attend over the cache
+      kc, vc = cache.k[layer], cache.v[layer]
+      kc = jax.lax.dynamic_update_slice_in_dim(kc, jnp.swapaxes(k, 1, 2).astype(kc.dtype), index, 2)
+      vc = jax.lax.dynamic_update_slice_in_dim(vc, jnp.swapaxes(v, 1, 2).astype(vc.dtype), index, 2)
+      cache = KVCache(cache.k[:layer] + (kc,) + cache.k[layer + 1:],
+                      cache.v[:layer] + (vc,) + cache.v[layer + 1:])
+      out = grouped_attention(q, kc.astype(dt), vc.astype(dt), mask_BTS, "bksd")
+      return self.o_proj("bthd,hde->bte", out, dt), cache
+    keys, values = k, v  # training / scoring: keys are this call's positions
+    if cfg.attention == "cudnn":
+      mask = None if mask_BTS is None else mask_BTS[:, None]
+      out = jax.nn.dot_product_attention(q, keys.astype(dt), values.astype(dt), mask=mask,
+                                         is_causal=mask_BTS is None, implementation="cudnn")
+      return self.o_proj("bthd,hde->bte", out, dt), cache
+    if mask_BTS is None:  # plain causal attention over this call's positions
+      mask_BTS = jnp.tril(jnp.ones((t, keys.shape[1]), bool))[None]
+    out = grouped_attention(q, keys.astype(dt), values.astype(dt), mask_BTS, "bskd")
     return self.o_proj("bthd,hde->bte", out, dt), cache
 
 
@@ -226,7 +252,8 @@ class Decoder(nnx.Module):
     """Returns (logits_BTV float32, updated cache or None).
 
     mask_BTS[b, t, s] says whether query t of row b may attend to key s; with a cache, s indexes cache
-    slots and this call's keys are written at slots [index, index + T).
+    slots and this call's keys are written at slots [index, index + T). mask_BTS=None means plain causal
+    attention over unpadded rows (the fast path for fused attention kernels).
     """
     cfg, dt = self.cfg, self.cfg.jnp_dtype
     emb = self.embed_tokens["embedding"][...]

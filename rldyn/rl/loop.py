@@ -150,6 +150,14 @@ class Trainer:
     self.ckpt = ckpt_lib.Checkpointer(self.wd.path("checkpoints"), keep=cfg.checkpoint.keep)
     self.start_step, self.nll_exec0 = 0, None
     self._restore()
+    self.phase_detector = None
+    if cfg.phases.online:
+      from rldyn import phases  # pylint: disable=g-import-not-at-top
+      self.phase_detector = phases.OnlinePhaseDetector(refit_every=cfg.phases.refit_every)
+      from rldyn.metrics.writers import read_jsonl  # pylint: disable=g-import-not-at-top
+      history = [(r["step"], r) for r in read_jsonl(self.metrics.path)]
+      if history:
+        self.phase_detector.warm_start(history)
 
   # ---- checkpoints -------------------------------------------------------------------------------
   def _ckpt_tree(self):
@@ -310,6 +318,10 @@ class Trainer:
     m["ppl/execution_rel"] = float(np.exp(m["nll/execution"] - self.nll_exec0))
     line = {"step": step, **host, **m, **timing}
     self.metrics.write(line)
+    if self.phase_detector is not None:
+      event = self.phase_detector.update(step, line)
+      if event is not None:
+        self.events.write({**event, "time": time.time()})
     if self.tb is not None:
       self.tb.write(step, line)
     cfg = self.cfg
