@@ -98,6 +98,8 @@ class AdvantageConfig:
   name: str = "grpo"
   eps: float = 1e-6
   std_ddof: int = 0  # 0 = population std; verl uses 1
+  transform: str = "none"  # none | hicra (role-aware token transform)
+  hicra_alpha: float = 0.2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,6 +123,10 @@ class LossConfig:
 @dataclasses.dataclass(frozen=True)
 class RolesConfig:
   tagger: str = "structural"
+  lexicon_path: str = ""  # lexicon JSON path or shipped name ("" = the task's default)
+  placebo_of: str = "structural"  # the tagger whose planning density `placebo` copies
+  seed: int = 0  # placebo seed (folded with the step)
+  span_patterns: tuple = ()  # regexes for the `spans` tagger (() = <think>…</think> and tag spans)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -221,7 +227,8 @@ def load(cd: Any, vocab_size: int, pad_id: int, stop_tokens: tuple[int, ...]) ->
       reward=build(RewardConfig, "reward", get("reward")),
       advantage=build(AdvantageConfig, "advantage", get("advantage")),
       loss=build(LossConfig, "loss", get("loss")),
-      roles=build(RolesConfig, "roles", get("roles")),
+      roles=build(RolesConfig, "roles", {**get("roles"), "span_patterns": tuple(
+          get("roles").get("span_patterns", ()))}),
       checkpoint=build(CheckpointConfig, "checkpoint", get("checkpoint")),
       eval=build(EvalConfig, "eval", get("eval")),
       log=build(LogConfig, "log", get("log")),

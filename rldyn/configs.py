@@ -96,6 +96,8 @@ def default() -> config_dict.ConfigDict:
   c.advantage.name = "grpo"  # grpo | drgrpo | rloo
   c.advantage.eps = 1e-6  # std floor of grpo
   c.advantage.std_ddof = 0  # 0 population std, 1 unbiased (verl)
+  c.advantage.transform = "none"  # none | hicra: A + α|A| on the tagger's planning tokens
+  c.advantage.hicra_alpha = 0.2  # HICRA α (0 = identity)
 
   c.loss = config_dict.ConfigDict()
   c.loss.name = "clipped"  # clipped | vanilla
@@ -108,7 +110,11 @@ def default() -> config_dict.ConfigDict:
   c.loss.entropy_coef = 0.0  # entropy bonus coefficient
 
   c.roles = config_dict.ConfigDict()
-  c.roles.tagger = "structural"  # token-role tagger (structural = the task's ground truth)
+  c.roles.tagger = "structural"  # structural (task ground truth) | lexicon | placebo | spans
+  c.roles.lexicon_path = ""  # strategic-gram lexicon: a JSON path or shipped name ("" = task default)
+  c.roles.placebo_of = "structural"  # the tagger whose planning density `placebo` matches
+  c.roles.seed = 0  # placebo mask seed (folded with the step)
+  c.roles.span_patterns = ()  # regexes for `spans` (() = <think>…</think> and <planning> tags)
 
   c.checkpoint = config_dict.ConfigDict()
   c.checkpoint.every = 50  # RL steps between checkpoints

@@ -145,6 +145,8 @@ def run(cfg: Config, workdir: str, task: Task, mesh) -> dict:
     return read_info(out_dir)
   os.makedirs(out_dir, exist_ok=True)
   pc = cfg.pretrain
+  # Materialise the held-out set first: a config that cannot make one fails before any training.
+  problems = evalsets.load_eval_set(task, cfg.task.eval_size, cfg.task.eval_seed, cfg.task.data_dir or None)
   if pc.batch_size % parallel.data_parallel_size(mesh):
     raise ValueError(f"pretrain.batch_size={pc.batch_size} must be divisible by the mesh's data-parallel "
                      f"size {parallel.data_parallel_size(mesh)} (mesh.data * mesh.fsdp)")
@@ -182,11 +184,9 @@ def run(cfg: Config, workdir: str, task: Task, mesh) -> dict:
     log(*pending, force=True)
   train_s = time.time() - t0
   ckpt.close()
-  problems = evalsets.load_eval_set(task, cfg.task.eval_size, cfg.task.eval_seed,
-                                    cfg.task.data_dir or None)
+  save_params(out_dir, params)
   ev = evaluation.evaluate(cfg.model, cfg.sampling, params, task, problems, jax.random.fold_in(key, 1),
                            pc.eval_samples)
-  save_params(out_dir, params)
   info = {"model": dataclasses.asdict(cfg.model), "task": cfg.task.name, "steps": step + 1,
           "train_s": train_s, **ev}
   with open(os.path.join(out_dir, "info.json.tmp"), "w") as f:

@@ -88,3 +88,12 @@ def test_vanilla_never_clips():
   logp = jnp.log(jnp.array([[3.0]]))
   loss, clipped = L.POLICY_LOSSES.get("vanilla")(logp, jnp.zeros((1, 1)), jnp.ones((1, 1)), 0.2, 0.2, None)
   assert float(loss[0, 0]) == pytest.approx(-3.0) and not bool(clipped[0, 0])
+
+
+def test_hicra_transform():
+  adv = jnp.array([[1.0, 1.0, -1.0, -1.0, 0.5]])
+  roles = jnp.array([[1, 2, 1, 2, 0]])  # planning, execution, planning, execution, other
+  out = A.TRANSFORMS.get("hicra")(adv, roles, 0.2)
+  np.testing.assert_allclose(out, [[1.2, 1.0, -0.8, -1.0, 0.5]], atol=1e-6)
+  np.testing.assert_array_equal(A.TRANSFORMS.get("hicra")(adv, roles, 0.0), adv)
+  np.testing.assert_array_equal(A.TRANSFORMS.get("none")(adv, roles, 0.2), adv)

@@ -6,6 +6,13 @@ the response tokens. Registered by name; `advantage.name` in the config picks on
   grpo    A_i = (r_i − mean_G r) / (std_G r + eps)      std with `ddof` (0 = population; verl uses 1)
   drgrpo  A_i = r_i − mean_G r                          (Dr. GRPO: no std normalisation)
   rloo    A_i = r_i − mean_{j≠i} r_j                    (leave-one-out baseline)
+
+Token-level transforms (`advantage.transform`) then reshape the broadcast advantages by token role:
+
+  none    identity
+  hicra   A'_t = A_t + α·|A_t| on planning tokens (×(1+α) credit when A>0, ×(1−α) blame when A<0),
+          execution and other tokens unchanged; α = 0 is the identity (HICRA, arXiv 2509.03646). With
+          the `placebo` tagger this is the paper's random-mask control.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import jax.numpy as jnp
 from rldyn.registry import Registry
 
 ADVANTAGES: Registry = Registry("advantage estimator")
+TRANSFORMS: Registry = Registry("advantage transform")
 
 
 @ADVANTAGES.register("grpo")
@@ -44,3 +52,15 @@ def check_group_size(name: str, group_size: int) -> None:
   if group_size < 2:
     raise ValueError(f"advantage.name={name!r} normalises within a group, so rl.group_size must be >= 2 "
                      f"(got {group_size}); with one response per prompt every advantage is 0")
+
+
+@TRANSFORMS.register("none")
+def no_transform(adv_BN, roles_BN, alpha: float):
+  del roles_BN, alpha
+  return adv_BN
+
+
+@TRANSFORMS.register("hicra")
+def hicra(adv_BN, roles_BN, alpha: float):
+  from rldyn.tasks.base import PLANNING  # pylint: disable=g-import-not-at-top
+  return adv_BN + alpha * jnp.abs(adv_BN) * (roles_BN == PLANNING)

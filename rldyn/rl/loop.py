@@ -29,6 +29,7 @@ from rldyn import data
 from rldyn import evaluation
 from rldyn import parallel
 from rldyn import pretrain
+from rldyn import roles as roles_lib
 from rldyn import sampling
 from rldyn import state as state_lib
 from rldyn.config import Config, to_json
@@ -39,11 +40,14 @@ from rldyn.rl import advantages as adv_lib
 from rldyn.rl import rewards as rewards_lib
 from rldyn.rl import step as step_lib
 from rldyn.tasks import evalsets
-from rldyn.tasks.base import Task
+from rldyn.tasks.base import PLANNING, Task
 
 # Key purposes: one base key per purpose, folded with the step (STYLE.md §5).
 _ROLLOUT, _EVAL, _INIT = 1, 2, 3
 RESPONSE_BUCKET = 32
+# Model fields that change parameter shapes (dtypes and the attention kernel may differ from the base's).
+SHAPE_KEYS = ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim", "d_ff", "qkv_bias",
+              "tie_embeddings")
 # Keys whose values depend on wall-clock time (excluded when comparing runs).
 TIMING_KEYS = ("time_s", "perf/rollout_tok_s", "perf/update_tok_s", "perf/step_s", "perf/host_s")
 
@@ -69,8 +73,9 @@ def validate(cfg: Config, mesh) -> None:
   losses.POLICY_LOSSES.get(cfg.loss.name)
   losses.AGGREGATIONS.get(cfg.loss.aggregation)
   losses.KL_ESTIMATORS.get(cfg.loss.kl_estimator)
-  if cfg.roles.tagger != "structural":
-    raise ValueError(f"unknown roles.tagger {cfg.roles.tagger!r}; valid: structural")
+  adv_lib.TRANSFORMS.get(cfg.advantage.transform)
+  roles_lib.TAGGERS.get(cfg.roles.tagger)
+  roles_lib.TAGGERS.get(cfg.roles.placebo_of)
   dp = parallel.data_parallel_size(mesh)
   batch = cfg.rl.prompts_per_step * cfg.rl.group_size
   mb = batch // cfg.rl.updates_per_batch
@@ -113,9 +118,11 @@ def load_base(cfg: Config, wd: Workdir, task: Task, mesh, events: JsonlWriter):
     events.write({"event": "pretrain_start", "time": time.time()})
     pretrain.run(cfg, wd.root, task, mesh)
   info = pretrain.read_info(pretrain.base_dir(source))
-  if info["model"] != dataclasses.asdict(cfg.model):
-    raise ValueError(f"the base model in {pretrain.base_dir(source)} has shape {info['model']}, which "
-                     f"differs from this config's model {dataclasses.asdict(cfg.model)}")
+  mine = dataclasses.asdict(cfg.model)
+  differ = {k: (info["model"].get(k), mine[k]) for k in SHAPE_KEYS if info["model"].get(k) != mine[k]}
+  if differ:
+    raise ValueError(f"the base model in {pretrain.base_dir(source)} has another shape than this config's "
+                     f"model: {differ} (base, config); set model.* to match or train a new base")
   return pretrain.load_params(pretrain.base_dir(source), cfg.model, mesh), info
 
 
@@ -140,6 +147,9 @@ class Trainer:
     self.tx = make_optimizer(cfg.rl.optim, cfg.rl.steps)
     params = jax.tree.map(lambda x: x.copy(), base_params)  # never alias the reference
     self.state = {"params": params, "opt_state": state_lib.init_opt_state(self.tx, params, mesh)}
+    r = cfg.roles
+    self.tagger = roles_lib.make_tagger(r.tagger, task, lexicon_path=r.lexicon_path,
+                                        placebo_of=r.placebo_of, seed=r.seed, span_patterns=r.span_patterns)
     self.sample = sampling.make_sampler(cfg.model, cfg.sampling)
     n = cfg.sampling.max_new_tokens
     self.update = step_lib.make_update_step(cfg.model, cfg.loss, self.tx, cfg.sampling.temperature,
@@ -214,32 +224,43 @@ class Trainer:
     # responses cost, and compiles once per bucket (at most max_new_tokens / RESPONSE_BUCKET times).
     n = min(out["tokens"].shape[1], -(-int(out["length"].max()) // RESPONSE_BUCKET) * RESPONSE_BUCKET)
     out = {k: (v[:, :n] if v.ndim == 2 else v) for k, v in out.items()}
+    ids_list = [out["tokens"][i, :length].tolist() for i, length in enumerate(out["length"])]
     roles = np.zeros_like(out["tokens"], np.int32)
-    units = []
-    for i, length in enumerate(out["length"]):
-      ids = out["tokens"][i, :length]
-      roles[i, :length] = self.task.token_roles(ids.tolist())
-      units += entropy_lib.planning_units(ids, roles[i, :length])
+    for i, r in enumerate(self.tagger(ids_list, texts, step)):
+      roles[i, :len(r)] = r
+    host = {}
+    if hasattr(self.tagger, "group_uses"):  # strategic-gram groups (lexicon tagger)
+      uses = self.tagger.group_uses(texts)
+    else:  # the task's planning units stand in for gram groups
+      uses = [u for i, ids in enumerate(ids_list) for u in entropy_lib.planning_units(ids, roles[i])]
+    if self.cfg.roles.tagger != "structural":  # how the configured tagger agrees with the ground truth
+      truth = np.concatenate([self.task.token_roles(ids) for ids in ids_list] or [np.zeros(0)])
+      pred = np.concatenate([roles[i, :len(ids)] for i, ids in enumerate(ids_list)] or [np.zeros(0)])
+      tp = float(((pred == PLANNING) & (truth == PLANNING)).sum())
+      host["roles/precision"] = tp / max(float((pred == PLANNING).sum()), 1.0)
+      host["roles/recall"] = tp / max(float((truth == PLANNING).sum()), 1.0)
     resp_mask = out["mask"].astype(np.float32)
+    adv_BN = np.asarray(adv_lib.TRANSFORMS.get(cfg.advantage.transform)(
+        adv[:, None] * resp_mask, roles, cfg.advantage.hicra_alpha), np.float32)
     batch = {
         "tokens_BS": np.concatenate([prompts["tokens"], out["tokens"]], axis=1),
         "mask_BS": np.concatenate([prompts["mask"], out["mask"]], axis=1),
         "resp_mask_BN": resp_mask,
         "old_logp_BN": out["logp"],
-        "adv_BN": adv[:, None] * resp_mask,
+        "adv_BN": adv_BN,
         "entropy_BN": out["entropy"],
         "roles_BN": roles,
     }
-    host = {
+    host.update({
         "reward/mean": float(rewards.mean()),
         "reward/std": float(rewards.std()),
         "accuracy": float(correct.mean()),
         "response_len/mean": float(out["length"].mean()),
         "response_len/truncated_frac": float(out["truncated"].mean()),
         "groups/zero_std_frac": float((r_pg.std(axis=1) == 0).mean()),
-        "semantic_entropy/planning": entropy_lib.semantic_entropy(units),
+        "semantic_entropy/planning": entropy_lib.semantic_entropy(uses),
         "perf/rollout_tok_s": float(out["length"].sum()) / max(t_roll, 1e-9),
-    }
+    })
     host["_host_s"] = time.time() - t1
     return batch, host, texts, rows, rewards, correct
 

@@ -1,0 +1,40 @@
+"""HICRA vs GRPO vs a same-density placebo on countdown (Wang et al. 2025, arXiv 2509.03646).
+
+Three arms share one base model; run them side by side and compare their metrics.jsonl:
+
+    python -m rldyn.main --config=experiments/pretrain.py --workdir=/tmp/rldyn/base
+    python -m rldyn.main --config=experiments/hicra.py:grpo    --workdir=/tmp/rldyn/hicra_grpo \
+        --config.base_workdir=/tmp/rldyn/base
+    python -m rldyn.main --config=experiments/hicra.py:hicra   --workdir=/tmp/rldyn/hicra_hicra \
+        --config.base_workdir=/tmp/rldyn/base
+    python -m rldyn.main --config=experiments/hicra.py:placebo --workdir=/tmp/rldyn/hicra_placebo \
+        --config.base_workdir=/tmp/rldyn/base
+
+Arms: grpo (no transform), hicra (A + α|A| on structural planning tokens, α = 0.2), placebo (the same
+transform on a random mask with the structural tagger's planning density), lexicon (HICRA on the
+strategic-gram tagger's planning tokens, the text-only recipe). Append `,smoke` (e.g. `hicra,smoke`)
+for the CPU/CI size.
+"""
+
+from rldyn import configs
+
+ARMS = ("grpo", "hicra", "placebo", "lexicon")
+
+
+def get_config(arg: str = "hicra"):
+  parts = [p for p in arg.split(",") if p]
+  arm = parts[0] if parts else "hicra"
+  if arm not in ARMS or any(p != "smoke" for p in parts[1:]):
+    raise ValueError(f"unknown variant {arg!r}; valid: one of {ARMS}, optionally followed by ',smoke'")
+  c = configs.default()
+  if "smoke" in parts[1:]:
+    configs.shrink(c)
+  if arm != "grpo":
+    c.advantage.transform = "hicra"
+    c.advantage.hicra_alpha = 0.2
+  if arm == "placebo":
+    c.roles.tagger = "placebo"
+    c.roles.placebo_of = "structural"
+  if arm == "lexicon":
+    c.roles.tagger = "lexicon"
+  return c
