@@ -10,6 +10,7 @@ checkpoint intact; `restore_latest` also falls back past a checkpoint that fails
 from __future__ import annotations
 
 import os
+import time
 from typing import Any, Callable
 
 import jax
@@ -21,7 +22,7 @@ class Checkpointer:
 
   def __init__(self, directory: str, keep: int = 3, async_save: bool = True):
     self.directory = os.path.abspath(directory)
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, cleanup_tmp_directories=True,
                                            enable_async_checkpointing=async_save)
     self._mngr = ocp.CheckpointManager(self.directory, options=options)
 
@@ -46,10 +47,20 @@ class Checkpointer:
       try:
         state, meta = self.restore(step, abstract_state)
         return step, state, meta
-      except Exception as e:  # a torn or corrupted checkpoint: fall back to the previous one
+      except Exception as e:  # a torn or corrupted checkpoint: set it aside, fall back to the previous one
+        self._quarantine(step)
         if on_fallback is not None:
           on_fallback(step, e)
     return None
+
+  def _quarantine(self, step: int) -> None:
+    """Moves an unreadable checkpoint to checkpoints.corrupt/ so the step can be saved again."""
+    aside = self.directory + ".corrupt"
+    os.makedirs(aside, exist_ok=True)
+    src = os.path.join(self.directory, str(step))
+    if os.path.exists(src):
+      os.replace(src, os.path.join(aside, f"{step}.{int(time.time() * 1e3)}"))
+    self._mngr.reload()
 
   def wait(self) -> None:
     self._mngr.wait_until_finished()

@@ -180,18 +180,21 @@ class Trainer:
       logging.warning("checkpoint %d unreadable (%s); falling back", step, err)
 
     restored = self.ckpt.restore_latest(ckpt_lib.abstract_like(self._ckpt_tree()), fallback)
-    if restored is None:
-      self.events.write({"event": "run_start", "step": 0, "time": time.time(),
-                         "devices": len(self.mesh.devices.flat), "mesh": dict(self.mesh.shape)})
-      return
-    step, tree, meta = restored
-    self.state, self.ref_params = tree["state"], tree["ref_params"]
-    self.start_step, self.nll_exec0 = int(meta["step"]), meta["nll_exec0"]
+    if restored is not None:
+      _, tree, meta = restored
+      self.state, self.ref_params = tree["state"], tree["ref_params"]
+      self.start_step, self.nll_exec0 = int(meta["step"]), meta["nll_exec0"]
+    # Lines from steps the restored state has not reached (all of them, without a checkpoint) go: the
+    # rerun writes them again, identically.
     dropped = self.metrics.truncate_after(self.start_step)
     self.evals.truncate_after(self.start_step)
     self.samples.truncate_after(self.start_step)
-    self.events.write({"event": "run_resume", "step": self.start_step, "time": time.time(),
-                       "dropped_metric_lines": dropped})
+    if restored is None:
+      self.events.write({"event": "run_start", "step": 0, "time": time.time(), "dropped_metric_lines": dropped,
+                         "devices": len(self.mesh.devices.flat), "mesh": dict(self.mesh.shape)})
+    else:
+      self.events.write({"event": "run_resume", "step": self.start_step, "time": time.time(),
+                         "dropped_metric_lines": dropped})
 
   def _save(self, step: int):
     self.ckpt.save(step, self._ckpt_tree(), {"step": step, "nll_exec0": self.nll_exec0})
