@@ -157,3 +157,22 @@ def test_options_validate():
     runner.ReplayOptions(steps=(0,))
   assert runner.ReplayOptions(n=100).k_grid() == [1, 2, 4, 8, 16, 32, 64, 100]
   assert runner.parse_ints("all") is None and runner.parse_ints("2, 4") == (2, 4)
+
+
+def test_length_bucketed_scoring_matches_the_sampler(run_dir):
+  """Teacher-forced log-probs (rows sorted by length, batches cut to a few widths) equal the sampler's."""
+  from rldyn import runs  # pylint: disable=g-import-not-at-top
+  from rldyn.tasks import evalsets  # pylint: disable=g-import-not-at-top
+  cfg, task = runs.load_run(run_dir)
+  cfg = dataclasses.replace(cfg, sampling=dataclasses.replace(cfg.sampling, max_new_tokens=48))
+  mesh = runner.make_mesh(cfg)
+  problems = evalsets.load_eval_set(task, 4, 1, cfg.task.data_dir)
+  prober = runner.probe_lib.Prober(cfg, task, problems, 4, mesh, batch_size=8, seed=0)
+  assert prober.score_widths == [16, 32, 48]
+  params = runs.base_params(run_dir, cfg, mesh)
+  s = prober.sample(params)
+  assert len(set(s.length_R.tolist())) > 2  # lengths spread over several widths
+  logp = prober.score(params, s.tokens_RN, s.mask_RN)
+  np.testing.assert_allclose(logp[s.mask_RN], s.logp_RN[s.mask_RN], atol=2e-4)
+  assert (logp[~s.mask_RN] == 0).all()
+  assert prober.compiled_variants()["score"] == len(prober._scorers) > 1

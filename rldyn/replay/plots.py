@@ -83,7 +83,7 @@ def dynamics_plot(path: str, steps: list[int], probe: dict[int, dict]) -> None:
 
 
 def sparsity_plot(path: str, weights: dict[int, dict], atols: list[str]) -> None:
-  """Per-matrix unchanged fraction (by layer) and rank fraction at the last checkpoint; overall over steps."""
+  """Unchanged fraction and rank fraction per matrix (by layer) at the last checkpoint; overall by step."""
   plt = _plt()
   steps = sorted(weights)
   last = weights[steps[-1]]

@@ -82,17 +82,20 @@ class Prober:
     self.num_batches = -(-self.rows // self.batch)
     self.new_tokens = cfg.sampling.max_new_tokens
     self._sample = sampling.make_sampler(cfg.model, cfg.sampling)
-    self._score = jax.jit(functools.partial(_score, cfg.model, cfg.sampling.temperature,
-                                            self.new_tokens))
+    n_max = self.new_tokens
+    self.score_widths = sorted({min(n_max, -(-n_max * f // (8 * 16)) * 16) for f in (1, 2, 4, 6, 8)})
+    self._scorers: dict[int, Callable] = {}
     self.key = jax.random.fold_in(jax.random.key(seed), REPLAY_KEY)
     self.timings: dict[str, float] = {}
     # The sampler is shared (lru-cached) with anything else in this process, e.g. a trainer.
     self._sample_cache0 = self._sample._cache_size()  # pylint: disable=protected-access
 
   def compiled_variants(self) -> dict[str, int]:
-    """Compilations this prober caused: at most 1 each, however many models it served."""
-    return {"sample": self._sample._cache_size() - self._sample_cache0,  # pylint: disable=protected-access
-            "score": self._score._cache_size()}  # pylint: disable=protected-access
+    """Compilations this prober caused, however many models it served: sampler ≤ 1, scorer ≤ one per
+    width in `score_widths`."""
+    # pylint: disable=protected-access
+    return {"sample": self._sample._cache_size() - self._sample_cache0,
+            "score": sum(f._cache_size() for f in self._scorers.values())}
 
   def _rows(self, b: int) -> np.ndarray:
     """Row indices of batch b, the last batch padded by repeating its final row."""
@@ -133,19 +136,31 @@ class Prober:
 
   def score(self, params, tokens_RN: np.ndarray, mask_RN: np.ndarray,
             progress: Callable[[int], None] | None = None) -> np.ndarray:
-    """Teacher-forced log π_params of responses (tokens_RN, mask_RN) to the probe prompts: float32 [R, N]."""
+    """Teacher-forced log π_params of responses (tokens_RN, mask_RN) to the probe prompts: float32 [R, N].
+
+    Rows are scored in order of length, each batch only as wide as the smallest of a few fixed widths
+    (`score_widths`) that holds its longest response, so short responses cost little and the scorer
+    compiles at most once per width for the whole replay. Zero where mask_RN is False.
+    """
     t0 = time.time()
-    outs = []
+    out = np.zeros(tokens_RN.shape, np.float32)
+    order = np.argsort(mask_RN.sum(axis=1), kind="stable")
     for b in range(self.num_batches):
-      idx = self._rows(b)
+      idx = order[self._rows(b)]
+      longest = int(mask_RN[idx].sum(axis=1).max())
+      width = next(w for w in self.score_widths if w >= longest)
+      if width not in self._scorers:
+        self._scorers[width] = jax.jit(functools.partial(
+            _score, self.cfg.model, self.cfg.sampling.temperature, width))
       batch = parallel.shard_batch(self.mesh, {
-          "tokens": np.concatenate([self.prompts["tokens"][idx], tokens_RN[idx]], axis=1),
-          "mask": np.concatenate([self.prompts["mask"][idx], mask_RN[idx]], axis=1)})
-      outs.append(np.asarray(jax.device_get(self._score(params, batch["tokens"], batch["mask"]))))
+          "tokens": np.concatenate([self.prompts["tokens"][idx], tokens_RN[idx, :width]], axis=1),
+          "mask": np.concatenate([self.prompts["mask"][idx], mask_RN[idx, :width]], axis=1)})
+      logp = np.asarray(jax.device_get(self._scorers[width](params, batch["tokens"], batch["mask"])))
+      out[idx, :width] = logp
       if progress:
         progress(1)
     self._tick("score", t0)
-    return np.concatenate(outs)[:self.rows] * mask_RN
+    return out * mask_RN
 
 
 def effective_batch(batch_size: int, rows: int, dp: int) -> int:

@@ -107,7 +107,8 @@ def settings_for(cfg: Config, opts: ReplayOptions, batch: int) -> dict:
       "version": VERSION, "probe": opts.probe,
       "probe_seed": cfg.task.eval_seed + 1 if opts.probe_seed is None else opts.probe_seed,
       "n": opts.n, "seed": opts.seed, "batch": batch, "sampling": dataclasses.asdict(cfg.sampling),
-      "task": dataclasses.asdict(cfg.task), "atols": list(opts.atols), "rank_rtol": opts.rank_rtol,
+      "task": {"name": cfg.task.name, "options": cfg.task.options}, "atols": list(opts.atols),
+      "rank_rtol": opts.rank_rtol,
   })
 
 
@@ -123,6 +124,17 @@ def embed_axes(cfg: Config) -> dict[str, int]:
   return out
 
 
+def probe_problems(task, size: int, seed: int, data_dir: str | None) -> list:
+  """The held-out probe set: the TFDS eval set of (size, seed), or the same problems generated directly
+  where tensorflow-datasets is not installed (e.g. a bare accelerator image)."""
+  from rldyn.tasks import evalsets  # pylint: disable=g-import-not-at-top
+  try:
+    return evalsets.load_eval_set(task, size, seed, data_dir)
+  except ImportError:
+    logging.warning("tensorflow-datasets not installed: generating the probe set directly")
+    return evalsets.generate_eval_problems(task, size, seed)
+
+
 class _Models:
   """Lazily loaded pieces: mesh, probe set, compiled prober, base params and base samples."""
 
@@ -131,9 +143,8 @@ class _Models:
     self.workdir, self.cfg, self.task, self.opts, self.out_dir = workdir, cfg, task, opts, out_dir
     self.settings, self.mesh = settings, mesh
     self.embed_axes = embed_axes(cfg)
-    from rldyn.tasks import evalsets  # pylint: disable=g-import-not-at-top  (imports tfds)
-    self.problems = evalsets.load_eval_set(task, opts.probe, settings["probe_seed"],
-                                           opts.data_dir or cfg.task.data_dir or None)
+    self.problems = probe_problems(task, opts.probe, settings["probe_seed"],
+                                   opts.data_dir or cfg.task.data_dir or None)
     self.prober = probe_lib.Prober(cfg, task, self.problems, opts.n, self.mesh, opts.batch_size,
                                    opts.seed)
     self.base = runs.base_params(workdir, cfg, self.mesh)
@@ -269,7 +280,7 @@ def replay(workdir: str, opts: ReplayOptions = ReplayOptions()) -> ReplayResult:
         cache.append(rec)
         computed.append(step)
       if step in todo_compare:
-        theirs = _load_checkpoint(other, step, cfg, models.mesh)
+        theirs = _load_checkpoint(other, step, other_cfg, models.mesh)
         if theirs is not None:
           ov = sparsity_lib.seed_overlap(models.base, params, theirs, opts.atols,
                                          base2=None if same_base else other_base)
