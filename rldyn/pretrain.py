@@ -175,6 +175,10 @@ def run(cfg: Config, workdir: str, task: Task, mesh) -> dict:
       pending = (step, metrics)
       if (step + 1) % 500 == 0:
         ckpt.save(step + 1, {"params": params, "opt_state": opt_state}, {"step": step + 1})
+      if pc.eval_every and (step + 1) % pc.eval_every == 0 and step + 1 < pc.steps:
+        ev = evaluation.evaluate(cfg.model, cfg.sampling, params, task, problems,
+                                 jax.random.fold_in(key, 1), pc.eval_samples)
+        log.write_eval(step + 1, ev)
       if pc.time_budget_s and time.time() - t0 > pc.time_budget_s:
         logging.info("pretrain time budget reached at step %d", step + 1)
         break
@@ -200,6 +204,12 @@ def run(cfg: Config, workdir: str, task: Task, mesh) -> dict:
 
 class _Logger:
   """Writes one JSONL line and one progress line per log interval."""
+
+  def write_eval(self, step: int, ev: dict) -> None:
+    with open(self.path, "a") as f:
+      f.write(json.dumps({"step": step, **ev}) + "\n")
+    print(f"[pretrain] step {step} held-out greedy accuracy {ev['eval/accuracy']:.3f}, "
+          f"sampled pass@1 {ev['eval/pass@1']:.3f}", flush=True)
 
   def __init__(self, path: str, pc):
     self.path, self.pc = path, pc
