@@ -76,7 +76,8 @@ def rollout_metrics(batch) -> dict:
   return out
 
 
-def policy_loss(model_cfg, lcfg: LossConfig, temperature: float, max_len: int, params, mb):
+def policy_loss(model_cfg, lcfg: LossConfig, temperature: float, max_len: int, params, mb,
+                role_metrics: bool = True):
   """The minibatch objective and its per-token statistics (sums, so minibatches combine exactly)."""
   n = mb["resp_mask_BN"].shape[1]
   logits = response_logits(model_cfg, params, mb["tokens_BS"], mb["mask_BS"], n)
@@ -96,7 +97,7 @@ def policy_loss(model_cfg, lcfg: LossConfig, temperature: float, max_len: int, p
       "logp_diff_sum": (jnp.abs(logp - mb["old_logp_BN"]) * m).sum(),
       "logp_diff_max": jnp.max(jnp.abs(logp - mb["old_logp_BN"]) * m),
   }
-  for name, rid in ROLES.items():
+  for name, rid in (ROLES.items() if role_metrics else ()):
     w = m * (mb["roles_BN"] == rid)
     sums[f"tokens_{name}"] = w.sum()
     sums[f"clip_{name}"] = (clipped * w).sum()
@@ -104,10 +105,13 @@ def policy_loss(model_cfg, lcfg: LossConfig, temperature: float, max_len: int, p
 
 
 def update_step(model_cfg, lcfg: LossConfig, tx: optax.GradientTransformation, temperature: float,
-                updates: int, max_len: int, state, ref_params, batch):
-  """(state = {params, opt_state}, ref_params, batch) -> (state, metrics). Pure; jit it."""
-  grad_fn = jax.value_and_grad(
-      functools.partial(policy_loss, model_cfg, lcfg, temperature, max_len), has_aux=True)
+                updates: int, max_len: int, state, ref_params, batch, role_metrics: bool = True):
+  """(state = {params, opt_state}, ref_params, batch) -> (state, metrics). Pure; jit it.
+
+  role_metrics=False drops the role-split statistics (only to measure what they cost).
+  """
+  grad_fn = jax.value_and_grad(functools.partial(
+      policy_loss, model_cfg, lcfg, temperature, max_len, role_metrics=role_metrics), has_aux=True)
 
   def split(x):  # row b -> minibatch b mod U
     return jnp.swapaxes(x.reshape(x.shape[0] // updates, updates, *x.shape[1:]), 0, 1)
@@ -140,8 +144,10 @@ def update_step(model_cfg, lcfg: LossConfig, tx: optax.GradientTransformation, t
       "update_norm": state_lib.tree_norm(jax.tree.map(jnp.subtract, params, params0)),
       "param_norm": state_lib.tree_norm(params),
       "fault/nonfinite_updates": stats["nonfinite"].sum(),
-      **rollout_metrics(batch),
   }
+  if not role_metrics:
+    return {"params": params, "opt_state": opt_state}, metrics
+  metrics.update(rollout_metrics(batch))
   for name in ROLES:
     metrics[f"clip_frac/{name}"] = stats[f"clip_{name}"].sum() / jnp.maximum(
         stats[f"tokens_{name}"].sum(), 1.0)
@@ -152,11 +158,13 @@ BATCH_KEYS = ("tokens_BS", "mask_BS", "resp_mask_BN", "old_logp_BN", "ref_logp_B
               "entropy_BN", "roles_BN")
 
 
-def make_update_step(model_cfg, lcfg, tx, temperature: float, updates: int, max_len: int, mesh, state):
+def make_update_step(model_cfg, lcfg, tx, temperature: float, updates: int, max_len: int, mesh, state,
+                     role_metrics: bool = True):
   """jit(update_step) with explicit shardings; donates the state it replaces, never the reference."""
   st_sh = jax.tree.map(lambda x: x.sharding, state)
   b_sh = {k: parallel.batch_sharding(mesh, 2) for k in BATCH_KEYS}
-  fn = functools.partial(update_step, model_cfg, lcfg, tx, temperature, updates, max_len)
+  fn = functools.partial(update_step, model_cfg, lcfg, tx, temperature, updates, max_len,
+                         role_metrics=role_metrics)
   return jax.jit(fn, in_shardings=(st_sh, st_sh["params"], b_sh),
                  out_shardings=(st_sh, parallel.replicated(mesh)), donate_argnums=(0,))
 

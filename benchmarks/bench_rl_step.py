@@ -1,0 +1,104 @@
+"""One RL step of the demo-size model on CPU: rollout and update throughput, and what the role-split
+metrics cost.
+
+    python benchmarks/bench_rl_step.py [--prompts=16 --group=8 --new=96]
+
+Prints rollout tokens/s, update tokens/s, and two ratios measured side by side in one process:
+  update with role-split metrics / update without them           (target <= 1.05)
+  (update + host role tagging and semantic entropy) / update     (the host side of the same metrics)
+"""
+
+import argparse
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+from benchmarks.common import banner  # noqa: E402
+from rldyn import configs, data, launch, parallel, sampling, state as state_lib  # noqa: E402
+from rldyn.metrics import entropy as entropy_lib  # noqa: E402
+from rldyn.optim import make_optimizer  # noqa: E402
+from rldyn.rl import step as step_lib  # noqa: E402
+
+
+def best_of(fn, repeat=5):
+  fn()
+  best = float("inf")
+  for _ in range(repeat):
+    t0 = time.perf_counter()
+    fn()
+    best = min(best, time.perf_counter() - t0)
+  return best
+
+
+def main():
+  ap = argparse.ArgumentParser()
+  ap.add_argument("--prompts", type=int, default=16)
+  ap.add_argument("--group", type=int, default=8)
+  ap.add_argument("--new", type=int, default=96)
+  args = ap.parse_args()
+  banner("rl step")
+  c = configs.default()
+  c.sampling.max_new_tokens = args.new
+  cfg, task, mesh = launch.prepare(c, "/tmp/rldyn/bench_rl_step")
+  params = state_lib.init_params(cfg.model, mesh, jax.random.key(0))
+  tx = make_optimizer(cfg.rl.optim, 100)
+  rng = np.random.default_rng(0)
+  problems = [task.sample_problem(rng) for _ in range(args.prompts)]
+  prompts = data.prompt_batch(task, problems, repeat=args.group)
+  sample = sampling.make_sampler(cfg.model, cfg.sampling)
+  # Rollout: the untrained model never stops, so every row generates max_new_tokens.
+  out = {}
+
+  def rollout():
+    out.update(jax.device_get(sample(params, prompts["tokens"], prompts["mask"], jax.random.key(1))))
+
+  t_roll = best_of(rollout, repeat=2)
+  n_tok = float(out["length"].sum())
+  b, n = out["tokens"].shape
+  roles = np.stack([task.token_roles(r.tolist()) for r in out["tokens"]]).astype(np.int32)
+  batch = {
+      "tokens_BS": np.concatenate([prompts["tokens"], out["tokens"]], 1),
+      "mask_BS": np.concatenate([prompts["mask"], out["mask"]], 1),
+      "resp_mask_BN": out["mask"].astype(np.float32), "old_logp_BN": out["logp"],
+      "ref_logp_BN": out["logp"], "adv_BN": rng.normal(size=(b, 1)).astype(np.float32) * out["mask"],
+      "entropy_BN": out["entropy"], "roles_BN": roles}
+  dev = parallel.shard_batch(mesh, batch)
+  times = {}
+  for with_roles in (True, False, True, False):
+    st = {"params": jax.tree.map(lambda x: x.copy(), params),
+          "opt_state": state_lib.init_opt_state(tx, params, mesh)}
+    fn = step_lib.make_update_step(cfg.model, cfg.loss, tx, 1.0, cfg.rl.updates_per_batch, n, mesh, st,
+                                   role_metrics=with_roles)
+    holder = {"st": st}
+
+    def update():
+      holder["st"], m = fn(holder["st"], params, dev)
+      jax.block_until_ready(m)
+
+    t = best_of(update)
+    times[with_roles] = min(t, times.get(with_roles, float("inf")))
+
+  def host_roles():
+    ids = [out["tokens"][i, :out["length"][i]].tolist() for i in range(b)]
+    rs = [task.token_roles(x) for x in ids]
+    entropy_lib.semantic_entropy([u for x, r in zip(ids, rs) for u in entropy_lib.planning_units(x, r)])
+
+  t_host = best_of(host_roles)
+  upd_tokens = float(batch["mask_BS"].sum())
+  print(f"batch {args.prompts} prompts x {args.group} = {b} rows, {n} new tokens, "
+        f"{cfg.model.num_params() / 1e6:.2f}M params")
+  print(f"rollout: {n_tok / t_roll:9.0f} generated tok/s ({t_roll:.2f}s)")
+  print(f"update:  {upd_tokens / times[True]:9.0f} tok/s ({times[True]:.2f}s, "
+        f"{cfg.rl.updates_per_batch} minibatch updates)")
+  print(f"role-split metrics in the jitted step: ratio {times[True] / times[False]:.3f} (with / without)")
+  print(f"host role tagging + semantic entropy: {t_host * 1e3:.1f} ms, "
+        f"ratio {(times[True] + t_host) / times[True]:.3f} of the update")
+
+
+if __name__ == "__main__":
+  main()
