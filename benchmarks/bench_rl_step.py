@@ -11,28 +11,17 @@ Prints rollout tokens/s, update tokens/s, and two ratios measured side by side i
 import argparse
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from benchmarks.common import banner  # noqa: E402
+from benchmarks.common import banner, best_of  # noqa: E402
 from rldyn import configs, data, launch, parallel, sampling, state as state_lib  # noqa: E402
 from rldyn.metrics import entropy as entropy_lib  # noqa: E402
 from rldyn.optim import make_optimizer  # noqa: E402
 from rldyn.rl import step as step_lib  # noqa: E402
-
-
-def best_of(fn, repeat=5):
-  fn()
-  best = float("inf")
-  for _ in range(repeat):
-    t0 = time.perf_counter()
-    fn()
-    best = min(best, time.perf_counter() - t0)
-  return best
 
 
 def main():

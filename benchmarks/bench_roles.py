@@ -13,12 +13,12 @@ with offsets), the path a real model takes.
 import argparse
 import os
 import sys
-import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks.common import best_of  # noqa: E402
 from rldyn import roles  # noqa: E402
 from rldyn.tasks import make_task  # noqa: E402
 
@@ -26,13 +26,7 @@ STEP_S = 2.0
 
 
 def best_ms(fn, repeat: int) -> float:
-  fn()
-  best = float("inf")
-  for _ in range(repeat):
-    t0 = time.perf_counter()
-    fn()
-    best = min(best, time.perf_counter() - t0)
-  return best * 1e3
+  return best_of(fn, repeat) * 1e3
 
 
 def train_bpe(texts):

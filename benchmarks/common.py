@@ -19,3 +19,14 @@ def timeit(fn, *args, repeat: int = 3):
 def banner(name: str) -> None:
   d = jax.devices()[0]
   print(f"== {name} on {jax.device_count()} x {d.platform} ({getattr(d, 'device_kind', '')}) ==", flush=True)
+
+
+def best_of(fn, repeat: int = 5) -> float:
+  """Best wall time in seconds of `repeat` calls of fn() after one warm-up call."""
+  fn()
+  best = float("inf")
+  for _ in range(repeat):
+    t0 = time.perf_counter()
+    fn()
+    best = min(best, time.perf_counter() - t0)
+  return best

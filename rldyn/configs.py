@@ -6,6 +6,20 @@ Experiment files in `experiments/` start from `default()` and override what thei
 from ml_collections import config_dict
 
 
+def optim(lr: float, warmup_steps: int, decay: str, weight_decay: float, b2: float
+          ) -> config_dict.ConfigDict:
+  """An optimizer section (AdamW + schedule)."""
+  c = config_dict.ConfigDict()
+  c.lr = lr  # peak learning rate
+  c.warmup_steps = warmup_steps  # linear warmup
+  c.decay = decay  # cosine | constant
+  c.weight_decay = weight_decay  # AdamW decoupled weight decay
+  c.b1 = 0.9  # Adam beta1
+  c.b2 = b2  # Adam beta2
+  c.grad_clip = 1.0  # global-norm clip
+  return c
+
+
 def default() -> config_dict.ConfigDict:
   c = config_dict.ConfigDict()
   c.seed = 0  # every random stream derives from this (and a purpose and the step)
@@ -64,28 +78,14 @@ def default() -> config_dict.ConfigDict:
   c.pretrain.eval_every = 0  # 0 = evaluate once at the end
   c.pretrain.eval_samples = 4  # sampled completions per held-out problem for pass@1
   c.pretrain.time_budget_s = 0.0  # > 0: stop after this much wall time
-  c.pretrain.optim = config_dict.ConfigDict()
-  c.pretrain.optim.lr = 3e-3  # peak learning rate
-  c.pretrain.optim.warmup_steps = 100  # linear warmup
-  c.pretrain.optim.decay = "cosine"  # cosine | constant
-  c.pretrain.optim.weight_decay = 0.01  # AdamW decoupled weight decay
-  c.pretrain.optim.b1 = 0.9  # Adam beta1
-  c.pretrain.optim.b2 = 0.95  # Adam beta2
-  c.pretrain.optim.grad_clip = 1.0  # global-norm clip
+  c.pretrain.optim = optim(lr=3e-3, warmup_steps=100, decay="cosine", weight_decay=0.01, b2=0.95)
 
   c.rl = config_dict.ConfigDict()
   c.rl.steps = 200  # RL steps (one rollout batch each)
   c.rl.prompts_per_step = 16  # prompts per rollout batch
   c.rl.group_size = 8  # responses per prompt (GRPO group)
   c.rl.updates_per_batch = 2  # minibatches per rollout batch, one optimizer update each
-  c.rl.optim = config_dict.ConfigDict()
-  c.rl.optim.lr = 5e-5  # learning rate
-  c.rl.optim.warmup_steps = 0  # linear warmup
-  c.rl.optim.decay = "constant"  # cosine | constant
-  c.rl.optim.weight_decay = 0.0  # AdamW decoupled weight decay
-  c.rl.optim.b1 = 0.9  # Adam beta1
-  c.rl.optim.b2 = 0.999  # Adam beta2
-  c.rl.optim.grad_clip = 1.0  # global-norm clip
+  c.rl.optim = optim(lr=5e-5, warmup_steps=0, decay="constant", weight_decay=0.0, b2=0.999)
 
   c.reward = config_dict.ConfigDict()
   c.reward.name = "ground_truth"  # a name from rldyn.rl.rewards.REWARDS

@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from rldyn import configs
+from conftest import smoke_config
 from rldyn import launch
 from rldyn.metrics.writers import JsonlWriter, read_jsonl
 from rldyn.rl import rewards as rewards_lib
@@ -22,26 +22,12 @@ STEPS = 10
 
 
 def _config(base_workdir: str, steps: int = STEPS, **overrides):
-  c = configs.default()
-  configs.shrink(c)
-  c.reward.name = "random"
-  c.rl.steps = steps
-  c.checkpoint.every = 2
-  c.eval.every = 3
-  c.base_workdir = base_workdir
-  for k, v in overrides.items():
-    section, key = k.split("__")
-    c[section][key] = v
-  return c
+  return smoke_config(base_workdir, rl__steps=steps, checkpoint__every=2, eval__every=3, **overrides)
 
 
 @pytest.fixture(scope="module")
-def base_dir(tmp_path_factory):
-  d = str(tmp_path_factory.mktemp("base"))
-  c = _config("")
-  c.stage = "pretrain"
-  launch.run(c, d)
-  return d
+def base_dir(smoke_base):
+  return smoke_base
 
 
 def _cmd(workdir: str, base: str) -> list[str]:

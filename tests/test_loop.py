@@ -5,6 +5,7 @@ import os
 
 import pytest
 
+from conftest import smoke_config
 from rldyn import configs
 from rldyn import launch
 from rldyn.metrics.writers import read_jsonl
@@ -17,33 +18,20 @@ DESIGN_KEYS = (
     "sampler/logp_diff_max sampler/logp_diff_mean perf/rollout_tok_s perf/update_tok_s perf/step_s").split()
 
 
-def smoke_config(**overrides):
-  c = configs.default()
-  configs.shrink(c)
-  c.reward.name = "random"  # non-zero advantages even for an untrained smoke model
-  c.mesh.data, c.mesh.fsdp, c.mesh.tensor = 2, 2, 2
-  for k, v in overrides.items():
-    section, key = k.split("__")
-    c[section][key] = v
-  return c
+def sharded_smoke_config(base_workdir, **overrides):
+  """The smoke study on a (2, 2, 2) mesh of the 8 fake CPU devices."""
+  return smoke_config(base_workdir, mesh__data=2, mesh__fsdp=2, mesh__tensor=2, **overrides)
 
 
 @pytest.fixture(scope="module")
-def base_dir(tmp_path_factory):
-  """A pretrained smoke base model shared by the tests of this module."""
-  d = str(tmp_path_factory.mktemp("base"))
-  c = smoke_config()
-  c.stage = "pretrain"
-  launch.run(c, d)
-  return d
+def base_dir(smoke_base):
+  return smoke_base
 
 
 @pytest.fixture(scope="module")
 def smoke_run(base_dir, tmp_path_factory):
   d = str(tmp_path_factory.mktemp("run"))
-  c = smoke_config()
-  c.base_workdir = base_dir
-  launch.run(c, d)
+  launch.run(sharded_smoke_config(base_dir), d)
   return d
 
 
@@ -69,15 +57,12 @@ def test_every_design_key_on_every_line_and_finite(smoke_run):
 
 def test_rerun_of_a_finished_run_changes_nothing(smoke_run, base_dir):
   before = open(os.path.join(smoke_run, "metrics.jsonl")).read()
-  c = smoke_config()
-  c.base_workdir = base_dir
-  launch.run(c, smoke_run)
+  launch.run(sharded_smoke_config(base_dir), smoke_run)
   assert open(os.path.join(smoke_run, "metrics.jsonl")).read() == before
 
 
 def test_workdir_of_another_config_is_refused(smoke_run, base_dir):
-  c = smoke_config(loss__eps_high=0.28)
-  c.base_workdir = base_dir
+  c = sharded_smoke_config(base_dir, loss__eps_high=0.28)
   with pytest.raises(ValueError, match="resume_anyway"):
     launch.run(c, smoke_run)
 
@@ -89,8 +74,7 @@ def test_workdir_of_another_config_is_refused(smoke_run, base_dir):
     (("rl__prompts_per_step", 3), "mesh's data axis"),
 ])
 def test_bad_input_fails_before_compiling(tmp_path, base_dir, override, match):
-  c = smoke_config(**{override[0]: override[1]})
-  c.base_workdir = base_dir
+  c = sharded_smoke_config(base_dir, **{override[0]: override[1]})
   with pytest.raises(ValueError, match=match):
     launch.run(c, str(tmp_path))
   assert not os.path.exists(os.path.join(tmp_path, "metrics.jsonl"))

@@ -169,6 +169,15 @@ def _finite_or_none(v: float | None) -> float | None:
   return float(v)
 
 
+def finite_float(v: Any) -> float | None:
+  """v as a finite float, or None (missing, non-numeric, NaN or infinite)."""
+  try:
+    v = float(v)
+  except (TypeError, ValueError):
+    return None
+  return v if math.isfinite(v) else None
+
+
 def records_to_series(records: Iterable[tuple[int, Mapping[str, Any]]],
                       names: Iterable[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
   """Collects the named metrics from records; drops non-finite values.
@@ -178,19 +187,12 @@ def records_to_series(records: Iterable[tuple[int, Mapping[str, Any]]],
   names = list(names)
   cols: dict[str, dict[float, float]] = {n: {} for n in names}
   for step, metrics in records:
-    try:
-      s = float(step)
-    except (TypeError, ValueError):
-      continue
-    if not math.isfinite(s):
+    s = finite_float(step)
+    if s is None:
       continue
     for n in names:
-      v = metrics.get(n)
-      try:
-        v = float(v)
-      except (TypeError, ValueError):
-        continue
-      if math.isfinite(v):
+      v = finite_float(metrics.get(n))
+      if v is not None:
         cols[n][s] = v
   out = {}
   for n, d in cols.items():

@@ -18,12 +18,11 @@ crossing is released) and the arc is then detected anew.
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from rldyn.phases.detect import PhaseConfig, PhaseResult, fit_phases
+from rldyn.phases.detect import PhaseConfig, PhaseResult, finite_float, fit_phases
 
 
 class OnlinePhaseDetector:
@@ -57,12 +56,8 @@ class OnlinePhaseDetector:
 
   def _ingest(self, step: int, metrics: Mapping[str, Any]) -> None:
     for n in self._names:
-      v = metrics.get(n)
-      try:
-        v = float(v)
-      except (TypeError, ValueError):
-        continue
-      if math.isfinite(v):
+      v = finite_float(metrics.get(n))
+      if v is not None:
         self._steps[n].append(float(step))
         self._values[n].append(v)
 
