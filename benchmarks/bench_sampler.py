@@ -65,6 +65,36 @@ def main():
   print(f"kv-cache decode:  {tokens / t_kv:10.0f} tok/s")
   print(f"recompute decode: {tokens / t_rec:10.0f} tok/s")
   print(f"ratio kv/recompute: {t_rec / t_kv:.1f}x   (greedy tokens identical: {same:.3f})")
+  if not args.large:
+    bench_pretrain_step()
+
+
+def bench_pretrain_step():
+  """Tokens/s of the default pretraining step (packed countdown traces, the demo model)."""
+  from rldyn import configs, launch, parallel, pretrain, state as state_lib  # pylint: disable=g-import-not-at-top
+  from rldyn.optim import make_optimizer  # pylint: disable=g-import-not-at-top
+  c = configs.default()
+  c.stage = "pretrain"
+  cfg, task, mesh = launch.prepare(c, "/tmp/rldyn/bench_sampler")
+  tx = make_optimizer(cfg.pretrain.optim, cfg.pretrain.steps)
+  params = state_lib.init_params(cfg.model, mesh, jax.random.key(0))
+  opt = state_lib.init_opt_state(tx, params, mesh)
+  step = pretrain.make_train_step(cfg.model, tx, mesh, params, opt)
+  stream = pretrain.TraceStream(task, 0, cfg.pretrain.batch_size, cfg.pretrain.seq_len, 0)
+  batches = [parallel.shard_batch(mesh, next(stream)) for _ in range(6)]
+  stream.close()
+  params, opt, m = step(params, opt, batches[0])
+  jax.block_until_ready(m)
+  import time  # pylint: disable=g-import-not-at-top
+  t0 = time.perf_counter()
+  loss_tokens = 0.0
+  for b in batches[1:]:
+    params, opt, m = step(params, opt, b)
+    loss_tokens += float(m["tokens"])
+  dt = (time.perf_counter() - t0) / (len(batches) - 1)
+  total = cfg.pretrain.batch_size * cfg.pretrain.seq_len
+  print(f"pretrain step (batch {cfg.pretrain.batch_size} x {cfg.pretrain.seq_len} packed): {dt * 1e3:.0f} ms, "
+        f"{total / dt:.0f} tok/s ({loss_tokens / (len(batches) - 1) / dt:.0f} response tok/s)")
 
 
 if __name__ == "__main__":

@@ -31,9 +31,9 @@ def default() -> config_dict.ConfigDict:
   c.task.name = "countdown"  # a name from rldyn.tasks.TASKS
   c.task.options = config_dict.ConfigDict()  # the task's own config (rldyn.tasks.CountdownConfig)
   c.task.options.num_count = 3  # numbers per problem
-  c.task.options.max_number = 20  # numbers are drawn from 1..max_number
-  c.task.options.max_target = 100  # targets lie in 1..max_target
-  c.task.options.budget = 12  # most tries in a reference trace before it says `fail`
+  c.task.options.max_number = 12  # numbers are drawn from 1..max_number
+  c.task.options.max_target = 60  # targets lie in 1..max_target
+  c.task.options.budget = 8  # most tries in a reference trace before it says `fail`
   c.task.options.error_rate = 0.1  # P(a written intermediate result is wrong) in reference traces
   c.task.options.max_error = 3  # a wrong result is off by 1..max_error
   c.task.options.strategy_mix = config_dict.ConfigDict(
@@ -63,7 +63,7 @@ def default() -> config_dict.ConfigDict:
   c.mesh.tensor = 1  # tensor-parallel axis
 
   c.sampling = config_dict.ConfigDict()
-  c.sampling.max_new_tokens = 160  # response budget; rows that hit it count as truncated
+  c.sampling.max_new_tokens = 128  # response budget; rows that hit it count as truncated
   c.sampling.temperature = 1.0  # policy temperature (also used by the update's log-probs)
   c.sampling.top_p = 1.0  # nucleus filter (1.0 = off, the RL default)
   c.sampling.top_k = 0  # top-k filter (0 = off)
@@ -71,8 +71,8 @@ def default() -> config_dict.ConfigDict:
   c.sampling.stop_sequences = ()  # extra stop token-id sequences (eos always stops)
 
   c.pretrain = config_dict.ConfigDict()
-  c.pretrain.steps = 3000  # supervised steps on reference traces
-  c.pretrain.batch_size = 64  # sequences per step
+  c.pretrain.steps = 900  # supervised steps on reference traces
+  c.pretrain.batch_size = 16  # packed sequences per step
   c.pretrain.seq_len = 192  # training sequence length (prompt + response + eos)
   c.pretrain.log_every = 100  # steps between log lines
   c.pretrain.eval_every = 0  # 0 = evaluate once at the end
@@ -85,7 +85,7 @@ def default() -> config_dict.ConfigDict:
   c.rl.prompts_per_step = 16  # prompts per rollout batch
   c.rl.group_size = 8  # responses per prompt (GRPO group)
   c.rl.updates_per_batch = 2  # minibatches per rollout batch, one optimizer update each
-  c.rl.optim = optim(lr=5e-5, warmup_steps=0, decay="constant", weight_decay=0.0, b2=0.999)
+  c.rl.optim = optim(lr=1e-4, warmup_steps=0, decay="constant", weight_decay=0.0, b2=0.999)
 
   c.reward = config_dict.ConfigDict()
   c.reward.name = "ground_truth"  # a name from rldyn.rl.rewards.REWARDS

@@ -299,7 +299,7 @@ class Trainer:
         pending = None
       metrics = jax.device_get(metrics)
       t_end = time.time()
-      update_tokens = float(batch["mask_BS"].sum()) * 2  # policy forward+backward over the sequence
+      update_tokens = float(batch["mask_BS"].sum())  # real (prompt + response) tokens the update processed
       timing = {"perf/update_tok_s": update_tokens / max(t_end - t_up, 1e-9), "perf/step_s": t_end - t0,
                 "perf/host_s": host.pop("_host_s"), "time_s": t_end - t_start}
       self._check_faults(step, metrics)
