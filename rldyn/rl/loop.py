@@ -28,15 +28,17 @@ from rldyn import checkpoint as ckpt_lib
 from rldyn import data
 from rldyn import evaluation
 from rldyn import parallel
+from rldyn import phases
 from rldyn import pretrain
 from rldyn import roles as roles_lib
 from rldyn import sampling
 from rldyn import state as state_lib
 from rldyn.config import Config, to_json
 from rldyn.metrics import entropy as entropy_lib
-from rldyn.metrics.writers import JsonlWriter, TensorBoardWriter
+from rldyn.metrics.writers import JsonlWriter, TensorBoardWriter, read_jsonl
 from rldyn.optim import make_optimizer
 from rldyn.rl import advantages as adv_lib
+from rldyn.rl import losses
 from rldyn.rl import rewards as rewards_lib
 from rldyn.rl import step as step_lib
 from rldyn.tasks import evalsets
@@ -69,7 +71,6 @@ def validate(cfg: Config, mesh) -> None:
   rewards_lib.REWARDS.get(cfg.reward.name)
   adv_lib.ADVANTAGES.get(cfg.advantage.name)
   adv_lib.check_group_size(cfg.advantage.name, cfg.rl.group_size)
-  from rldyn.rl import losses  # pylint: disable=g-import-not-at-top
   losses.POLICY_LOSSES.get(cfg.loss.name)
   losses.AGGREGATIONS.get(cfg.loss.aggregation)
   losses.KL_ESTIMATORS.get(cfg.loss.kl_estimator)
@@ -162,9 +163,7 @@ class Trainer:
     self._restore()
     self.phase_detector = None
     if cfg.phases.online:
-      from rldyn import phases  # pylint: disable=g-import-not-at-top
       self.phase_detector = phases.OnlinePhaseDetector(refit_every=cfg.phases.refit_every)
-      from rldyn.metrics.writers import read_jsonl  # pylint: disable=g-import-not-at-top
       history = [(r["step"], r) for r in read_jsonl(self.metrics.path)]
       if history:
         self.phase_detector.warm_start(history)
@@ -321,7 +320,6 @@ class Trainer:
     return final
 
   def _has_final(self) -> bool:
-    from rldyn.metrics.writers import read_jsonl  # pylint: disable=g-import-not-at-top
     return any(r.get("step") == self.cfg.rl.steps for r in read_jsonl(self.evals.path))
 
   def _check_faults(self, step: int, metrics: dict) -> None:
