@@ -33,6 +33,7 @@ setuptools.setup(
             "rldyn-train=rldyn.main:entry",
             "rldyn-phases=rldyn.phases.__main__:entry",
             "rldyn-replay=rldyn.replay.__main__:entry",
+            "rldyn-roles=rldyn.roles:main",
         ]
     },
 )

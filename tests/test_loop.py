@@ -31,7 +31,7 @@ def base_dir(smoke_base):
 @pytest.fixture(scope="module")
 def smoke_run(base_dir, tmp_path_factory):
   d = str(tmp_path_factory.mktemp("run"))
-  launch.run(sharded_smoke_config(base_dir), d)
+  launch.run(sharded_smoke_config(base_dir, log__tensorboard=True), d)
   return d
 
 
@@ -53,11 +53,12 @@ def test_every_design_key_on_every_line_and_finite(smoke_run):
   assert events[0] == "run_start" and events[-1] == "run_end" and "checkpoint_saved" in events
   assert os.path.exists(os.path.join(smoke_run, "base_pointer.json"))
   assert read_jsonl(os.path.join(smoke_run, "samples", "samples.jsonl"))
+  assert any(f.startswith("events.out.tfevents") for f in os.listdir(os.path.join(smoke_run, "tensorboard")))
 
 
 def test_rerun_of_a_finished_run_changes_nothing(smoke_run, base_dir):
   before = open(os.path.join(smoke_run, "metrics.jsonl")).read()
-  launch.run(sharded_smoke_config(base_dir), smoke_run)
+  launch.run(sharded_smoke_config(base_dir, log__tensorboard=True), smoke_run)
   assert open(os.path.join(smoke_run, "metrics.jsonl")).read() == before
 
 
