@@ -58,8 +58,10 @@ def test_every_design_key_on_every_line_and_finite(smoke_run):
 
 def test_rerun_of_a_finished_run_changes_nothing(smoke_run, base_dir):
   before = open(os.path.join(smoke_run, "metrics.jsonl")).read()
+  evals_mtime = os.stat(os.path.join(smoke_run, "eval.jsonl")).st_mtime_ns
   launch.run(sharded_smoke_config(base_dir, log__tensorboard=True), smoke_run)
   assert open(os.path.join(smoke_run, "metrics.jsonl")).read() == before
+  assert os.stat(os.path.join(smoke_run, "eval.jsonl")).st_mtime_ns == evals_mtime  # not re-evaluated
 
 
 def test_workdir_of_another_config_is_refused(smoke_run, base_dir):

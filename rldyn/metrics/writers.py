@@ -62,9 +62,11 @@ class JsonlWriter:
 
   def truncate_after(self, step: int) -> int:
     """Drops records with record['step'] >= step; returns how many were dropped."""
-    self._f.close()
     records = read_jsonl(self.path)
     keep = [r for r in records if r.get("step", -1) < step]
+    if len(keep) == len(records):
+      return 0
+    self._f.close()
     tmp = self.path + ".tmp"
     with open(tmp, "w") as f:
       f.writelines(json.dumps(r) + "\n" for r in keep)

@@ -186,7 +186,9 @@ class Trainer:
     # Lines from steps the restored state has not reached (all of them, without a checkpoint) go: the
     # rerun writes them again, identically.
     dropped = self.metrics.truncate_after(self.start_step)
-    self.evals.truncate_after(self.start_step)
+    # A finished run keeps its final evaluation (step == rl.steps); otherwise evals from step start_step
+    # on are redone by the loop.
+    self.evals.truncate_after(self.start_step + (self.start_step >= self.cfg.rl.steps))
     self.samples.truncate_after(self.start_step)
     if restored is None:
       self.events.write({"event": "run_start", "step": 0, "time": time.time(), "dropped_metric_lines": dropped,
@@ -288,7 +290,7 @@ class Trainer:
       t0 = time.time()
       ev = self.evaluate(step) if step % cfg.eval.every == 0 else {}
       batch, host, texts, rows, rewards, correct = self.rollout(step)
-      dev = parallel.shard_batch(self.mesh, {k: v for k, v in batch.items()})
+      dev = parallel.shard_batch(self.mesh, batch)
       dev["ref_logp_BN"] = self.ref_logprobs(batch["resp_mask_BN"].shape[1])(
           self.ref_params, dev["tokens_BS"], dev["mask_BS"])
       t_up = time.time()
@@ -314,13 +316,17 @@ class Trainer:
         self._save(step + 1)
     if pending is not None:
       self._emit(*pending)
-    final = self.evaluate(cfg.rl.steps) if self.start_step < cfg.rl.steps or not self._has_final() else {}
+    final = self._final_eval()
     self.ckpt.close()
     self.events.write({"event": "run_end", "step": cfg.rl.steps, "time": time.time(), **final})
     return final
 
-  def _has_final(self) -> bool:
-    return any(r.get("step") == self.cfg.rl.steps for r in read_jsonl(self.evals.path))
+  def _final_eval(self) -> dict:
+    """Held-out results after the last update (computed once; a rerun of a finished run reads them)."""
+    for r in read_jsonl(self.evals.path):
+      if r.get("step") == self.cfg.rl.steps:
+        return {k: v for k, v in r.items() if k != "step"}
+    return self.evaluate(self.cfg.rl.steps)
 
   def _check_faults(self, step: int, metrics: dict) -> None:
     bad = float(metrics["fault/nonfinite_updates"])
