@@ -64,6 +64,7 @@ class PretrainConfig:
   seq_len: int = 128
   log_every: int = 100
   eval_every: int = 0  # 0 = only at the end
+  checkpoint_every: int = 500
   eval_samples: int = 4  # sampled completions per eval problem for pass@1
   optim: OptimConfig = OptimConfig()
   time_budget_s: float = 0.0  # > 0: stop early when this much wall time has passed

@@ -76,6 +76,7 @@ def default() -> config_dict.ConfigDict:
   c.pretrain.seq_len = 192  # training sequence length (prompt + response + eos)
   c.pretrain.log_every = 100  # steps between log lines
   c.pretrain.eval_every = 0  # 0 = evaluate once at the end
+  c.pretrain.checkpoint_every = 500  # steps between resumable pretraining checkpoints
   c.pretrain.eval_samples = 4  # sampled completions per held-out problem for pass@1
   c.pretrain.time_budget_s = 0.0  # > 0: stop after this much wall time
   c.pretrain.optim = optim(lr=3e-3, warmup_steps=100, decay="cosine", weight_decay=0.01, b2=0.95)

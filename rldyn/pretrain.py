@@ -32,6 +32,7 @@ from rldyn import model as model_lib
 from rldyn import parallel
 from rldyn import state as state_lib
 from rldyn.config import Config
+from rldyn.metrics.writers import JsonlWriter
 from rldyn.optim import make_optimizer
 from rldyn.tasks import evalsets
 from rldyn.tasks.base import Task
@@ -163,17 +164,17 @@ def run(cfg: Config, workdir: str, task: Task, mesh) -> dict:
     logging.info("resuming pretraining at step %d", start)
   step_fn = make_train_step(cfg.model, tx, mesh, params, opt_state)
   stream = TraceStream(task, cfg.seed, pc.batch_size, pc.seq_len, start)
-  log = _Logger(os.path.join(out_dir, "metrics.jsonl"), pc)
+  log = _Logger(os.path.join(out_dir, "metrics.jsonl"), pc, start)
   t0 = time.time()
-  step, pending = start, None
+  done, pending = start, None
   try:
     for step in range(start, pc.steps):
       batch = parallel.shard_batch(mesh, next(stream))
       params, opt_state, metrics = step_fn(params, opt_state, batch)
       if pending is not None:  # fetch the previous step's metrics after dispatching this one
         log(*pending)
-      pending = (step, metrics)
-      if (step + 1) % 500 == 0:
+      pending, done = (step, metrics), step + 1
+      if (step + 1) % pc.checkpoint_every == 0:
         ckpt.save(step + 1, {"params": params, "opt_state": opt_state}, {"step": step + 1})
       if pc.eval_every and (step + 1) % pc.eval_every == 0 and step + 1 < pc.steps:
         ev = evaluation.evaluate(cfg.model, cfg.sampling, params, task, problems,
@@ -191,29 +192,30 @@ def run(cfg: Config, workdir: str, task: Task, mesh) -> dict:
   save_params(out_dir, params)
   ev = evaluation.evaluate(cfg.model, cfg.sampling, params, task, problems, jax.random.fold_in(key, 1),
                            pc.eval_samples)
-  info = {"model": dataclasses.asdict(cfg.model), "task": cfg.task.name, "steps": step + 1,
+  info = {"model": dataclasses.asdict(cfg.model), "task": cfg.task.name, "steps": done,
           "train_s": train_s, **ev}
   with open(os.path.join(out_dir, "info.json.tmp"), "w") as f:
     json.dump(info, f, indent=2)
   os.replace(os.path.join(out_dir, "info.json.tmp"), os.path.join(out_dir, "info.json"))
   logging.info("base model: %s", info)
-  print(f"[pretrain] {step + 1} steps in {train_s:.0f}s: held-out greedy accuracy "
+  print(f"[pretrain] {done} steps in {train_s:.0f}s: held-out greedy accuracy "
         f"{ev['eval/accuracy']:.3f}, sampled pass@1 {ev['eval/pass@1']:.3f}", flush=True)
   return info
 
 
 class _Logger:
-  """Writes one JSONL line and one progress line per log interval."""
+  """Writes one JSONL line and one progress line per log interval (lines past a resume point go)."""
+
+  def __init__(self, path: str, pc, start: int):
+    self.pc = pc
+    self.writer = JsonlWriter(path)
+    self.writer.truncate_after(start + 1)  # lines are numbered by steps done (1-based)
+    self.tokens, self.last_time, self.last_tokens = 0.0, time.time(), 0.0
 
   def write_eval(self, step: int, ev: dict) -> None:
-    with open(self.path, "a") as f:
-      f.write(json.dumps({"step": step, **ev}) + "\n")
+    self.writer.write({"step": step, **ev})
     print(f"[pretrain] step {step} held-out greedy accuracy {ev['eval/accuracy']:.3f}, "
           f"sampled pass@1 {ev['eval/pass@1']:.3f}", flush=True)
-
-  def __init__(self, path: str, pc):
-    self.path, self.pc = path, pc
-    self.tokens, self.last_time, self.last_tokens = 0.0, time.time(), 0.0
 
   def __call__(self, step: int, metrics, force: bool = False):
     self.tokens += float(metrics["tokens"])
@@ -223,7 +225,6 @@ class _Logger:
     now = time.time()
     tok_s = (self.tokens - self.last_tokens) / max(now - self.last_time, 1e-9)
     self.last_time, self.last_tokens = now, self.tokens
-    with open(self.path, "a") as f:
-      f.write(json.dumps({"step": step + 1, **m, "tokens_seen": self.tokens, "perf/tok_s": tok_s}) + "\n")
+    self.writer.write({"step": step + 1, **m, "tokens_seen": self.tokens, "perf/tok_s": tok_s})
     print(f"[pretrain] step {step + 1}/{self.pc.steps} loss {m['loss']:.4f} "
           f"grad_norm {m['grad_norm']:.3f} {tok_s:.0f} loss-tokens/s", flush=True)
