@@ -62,12 +62,6 @@ class ProbeSamples:
     return [int(c) for c in self.correct_R.reshape(-1, n).sum(axis=1)]
 
 
-def _score(model_cfg, temperature: float, n: int, params, tokens_BS, mask_BS):
-  """Teacher-forced log π(token) of the N response tokens of each row (float32 [B, N])."""
-  logits = step_lib.response_logits(model_cfg, params, tokens_BS, mask_BS, n)
-  return step_lib.token_logp_entropy(logits, tokens_BS[:, -n:], temperature)[0]
-
-
 class Prober:
   """Compiled sampling and scoring on a fixed probe set, shared by every model of a replay."""
 
@@ -151,7 +145,7 @@ class Prober:
       width = next(w for w in self.score_widths if w >= longest)
       if width not in self._scorers:
         self._scorers[width] = jax.jit(functools.partial(
-            _score, self.cfg.model, self.cfg.sampling.temperature, width))
+            step_lib.response_logprobs, self.cfg.model, self.cfg.sampling.temperature, n=width))
       batch = parallel.shard_batch(self.mesh, {
           "tokens": np.concatenate([self.prompts["tokens"][idx], tokens_RN[idx, :width]], axis=1),
           "mask": np.concatenate([self.prompts["mask"][idx], mask_RN[idx, :width]], axis=1)})

@@ -9,7 +9,7 @@ Batch (S = prompt width P + N response positions; response tensors are N wide):
   tokens_BS, mask_BS       prompt (left-padded) + response (right-padded) and which slots are real
   resp_mask_BN             1.0 on response tokens
   old_logp_BN              log π_old of the sampled tokens, as the sampler reported it
-  ref_logp_BN              log π_ref of the sampled tokens (`ref_logprobs`)
+  ref_logp_BN              log π_ref of the sampled tokens (`response_logprobs` with the reference params)
   adv_BN                   per-token advantages (group-normalised, role transforms applied)
   entropy_BN               the sampler's full-vocabulary entropy of π_old at each token
   roles_BN                 0 other, 1 planning, 2 execution
@@ -51,8 +51,9 @@ def token_logp_entropy(logits_BNV, tokens_BN, temperature: float):
   return logp, ent
 
 
-def ref_logprobs(model_cfg, temperature: float, ref_params, tokens_BS, mask_BS, n: int):
-  logits = response_logits(model_cfg, ref_params, tokens_BS, mask_BS, n)
+def response_logprobs(model_cfg, temperature: float, params, tokens_BS, mask_BS, n: int):
+  """Teacher-forced log π(token) of the N response tokens of each row (float32 [B, N])."""
+  logits = response_logits(model_cfg, params, tokens_BS, mask_BS, n)
   return token_logp_entropy(logits, tokens_BS[:, -n:], temperature)[0]
 
 
@@ -170,8 +171,8 @@ def make_update_step(model_cfg, lcfg, tx, temperature: float, updates: int, max_
 
 
 def make_ref_logprobs(model_cfg, temperature: float, n: int, mesh, params):
-  """jit(ref_logprobs) for N response positions: (ref_params, tokens_BS, mask_BS) -> ref_logp_BN."""
+  """jit(response_logprobs) for N response positions: (ref_params, tokens_BS, mask_BS) -> ref_logp_BN."""
   p_sh = jax.tree.map(lambda x: x.sharding, params)
   b = parallel.batch_sharding(mesh, 2)
-  fn = lambda p, t, m: ref_logprobs(model_cfg, temperature, p, t, m, n)  # noqa: E731
+  fn = lambda p, t, m: response_logprobs(model_cfg, temperature, p, t, m, n)  # noqa: E731
   return jax.jit(fn, in_shardings=(p_sh, b, b), out_shardings=b)
