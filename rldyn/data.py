@@ -1,4 +1,4 @@
-"""Host-side batching: prompts (left-padded, bucketed widths) and supervised examples (right-padded).
+"""Host-side batching: prompts (left-padded, bucketed widths) and packed supervised sequences.
 
 A model sees `[bos] + encode(prompt) + encode(response) + [eos]`. Prompt batches are left-padded to a
 width rounded up to a multiple of `PROMPT_BUCKET`, so a run compiles the sampler for a handful of widths
@@ -37,7 +37,8 @@ def packed_batch(task: Task, problems: Sequence[Problem], responses: Sequence[st
   """Examples packed end to end into `rows` sequences of `seq_len` tokens (no padding waste).
 
   Returns (batch, examples used). batch: tokens_BT, segment_BT (1, 2, ... per example in the row;
-  0 = padding), loss_mask_BT as in `supervised_batch`. An example that does not fit in the remaining
+  0 = padding), loss_mask_BT (1.0 where the next token is a response token or the eos: the model
+  learns the response given the prompt). An example that does not fit in the remaining
   space of a row starts the next row; one longer than seq_len is cut.
   """
   tok = task.tokenizer
@@ -57,23 +58,3 @@ def packed_batch(task: Task, problems: Sequence[Problem], responses: Sequence[st
     loss_mask[row, col + len(prompt) - 1:col + len(seq) - 1] = 1.0
     col, seg, used = col + len(seq), seg + 1, used + 1
   return {"tokens": tokens, "segment": segment, "loss_mask": loss_mask}, used
-
-
-def supervised_batch(task: Task, problems: Sequence[Problem], responses: Sequence[str], seq_len: int
-                     ) -> dict[str, np.ndarray]:
-  """Right-padded training sequences: tokens_BT, mask_BT (real tokens), loss_mask_BT.
-
-  loss_mask_BT[b, t] = 1 where tokens[b, t + 1] is a response token or the eos (the model is trained to
-  predict the response given the prompt); examples longer than seq_len are cut (their eos is lost).
-  """
-  tok = task.tokenizer
-  tokens = np.full((len(problems), seq_len), tok.pad_id, np.int32)
-  mask = np.zeros((len(problems), seq_len), bool)
-  loss_mask = np.zeros((len(problems), seq_len), np.float32)
-  for i, (p, r) in enumerate(zip(problems, responses)):
-    prompt = prompt_ids(task, p)
-    seq = (prompt + tok.encode(r) + [tok.eos_id])[:seq_len]
-    tokens[i, :len(seq)] = seq
-    mask[i, :len(seq)] = True
-    loss_mask[i, len(prompt) - 1:len(seq) - 1] = 1.0
-  return {"tokens": tokens, "mask": mask, "loss_mask": loss_mask}

@@ -20,6 +20,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from rldyn.registry import Registry
+from rldyn.tasks.base import PLANNING
 
 ADVANTAGES: Registry = Registry("advantage estimator")
 TRANSFORMS: Registry = Registry("advantage transform")
@@ -62,5 +63,4 @@ def no_transform(adv_BN, roles_BN, alpha: float):
 
 @TRANSFORMS.register("hicra")
 def hicra(adv_BN, roles_BN, alpha: float):
-  from rldyn.tasks.base import PLANNING  # pylint: disable=g-import-not-at-top
   return adv_BN + alpha * jnp.abs(adv_BN) * (roles_BN == PLANNING)
