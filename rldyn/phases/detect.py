@@ -1,8 +1,8 @@
 """Offline two-phase detector: joint segmented regression with a shared breakpoint.
 
 `fit_phases(series, config)` is the whole algorithm (see the package docstring
-for the model and its assumptions); `detect(records, config)` is the same on
-`(step, {name: value})` records.
+and docs/phases.md for the model, the decision rule and its assumptions);
+`detect(records, config)` is the same on `(step, {name: value})` records.
 """
 from __future__ import annotations
 
@@ -66,6 +66,19 @@ class PhaseConfig:
   # ^ curvatures of the planning rise after tau (>0 saturating, <0 accelerating)
 
   def __post_init__(self):
+    for name in ("bic_threshold", "ci_level", "t_crit", "flat_ratio", "winsor_c",
+                 "min_segment_frac"):
+      v = getattr(self, name)
+      if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise ValueError(f"{name} must be a finite number, got {v!r}")
+    if self.t_crit <= 0 or self.flat_ratio < 0 or self.winsor_c <= 0:
+      raise ValueError("need t_crit > 0, flat_ratio >= 0 and winsor_c > 0")
+    if not 0.0 <= self.min_segment_frac < 0.5:
+      raise ValueError(f"min_segment_frac must be in [0, 0.5), got {self.min_segment_frac}")
+    if self.max_points < 10:
+      raise ValueError(f"max_points must be >= 10, got {self.max_points}")
+    if not all(math.isfinite(k) for k in self.exec_kappas + self.rise_kappas):
+      raise ValueError("exec_kappas and rise_kappas must be finite")
     names = [s.name for s in self.signals]
     if len(set(names)) != len(names):
       raise ValueError(f"duplicate signal names: {names}")
@@ -104,6 +117,11 @@ class SignalFit:
   pattern_ok: bool | None = None
   contradicts: bool | None = None
   pattern: str = ""
+  # Planning signals, when execution is fitted too: how the phases line up.
+  consolidation_end_step: float | None = None  # execution's own boundary (all its signals)
+  overlap_steps: float | None = None    # consolidation end - this signal's own boundary (>0: overlap)
+  recovery_step: float | None = None    # first step the fit is back above its earlier level
+  recovery_ci: list[float | None] | None = None  # its range over the signal's own interval
   # For plotting only (not serialised).
   _two: model.TwoRegimeFit | None = None
   _one: model.OneRegimeFit | None = None
@@ -117,6 +135,8 @@ class SignalFit:
       v = getattr(self, f.name)
       if isinstance(v, float):
         v = _finite_or_none(v)
+      elif isinstance(v, list):
+        v = [_finite_or_none(x) if isinstance(x, float) else x for x in v]
       out[f.name] = v
     return out
 
@@ -139,6 +159,8 @@ class PhaseResult:
   profile_steps: np.ndarray | None = None  # tau grid (steps) and its joint log-likelihood
   profile_ll: np.ndarray | None = None
   ll_threshold: float | None = None        # profile value above which tau is in the CI
+  overlap: bool = False                    # planning turned up clearly before consolidation ended
+  overlap_steps: float | None = None       # end of consolidation - planning's turn-up, in steps
 
   def to_json(self) -> dict[str, Any]:
     return {
@@ -173,7 +195,7 @@ def finite_float(v: Any) -> float | None:
   """v as a finite float, or None (missing, non-numeric, NaN or infinite)."""
   try:
     v = float(v)
-  except (TypeError, ValueError):
+  except (TypeError, ValueError, OverflowError):  # OverflowError: a 400-digit integer
     return None
   return v if math.isfinite(v) else None
 
@@ -228,6 +250,44 @@ def _not_detected(signals, reason, n_steps=0, first=None, last=None) -> PhaseRes
                      first_step=first, last_step=last)
 
 
+def _clean(steps, vals) -> tuple[np.ndarray, np.ndarray]:
+  """Finite pairs, sorted by step; a step logged twice keeps its last value."""
+  steps = np.asarray(steps, np.float64).ravel()
+  vals = np.asarray(vals, np.float64).ravel()
+  if steps.size != vals.size:
+    raise ValueError(f"steps and values differ in length: {steps.size} != {vals.size}")
+  ok = np.isfinite(steps) & np.isfinite(vals)
+  steps, vals = steps[ok], vals[ok]
+  if steps.size and np.any(np.diff(steps) <= 0):
+    order = np.argsort(steps, kind="stable")
+    steps, vals = steps[order], vals[order]
+    last = np.append(steps[1:] != steps[:-1], True)  # last value of a repeated step
+    steps, vals = steps[last], vals[last]
+  return steps, vals
+
+
+@dataclasses.dataclass
+class _Profiles:
+  """Profile log-likelihoods over the tau grid (t units) of every fitted signal."""
+  tau_G: np.ndarray
+  ll_G: dict[str, np.ndarray]      # iid log-likelihood
+  own_G: dict[str, np.ndarray]     # autocorrelation- and dof-corrected, per signal
+  kappa_G: dict[str, np.ndarray]   # best curvature at each tau
+  dof: dict[str, int]
+  phi: dict[str, float]
+
+  def interval(self, names: list[str], level: float
+               ) -> tuple[int, tuple[float, float], np.ndarray, float, np.ndarray]:
+    """Joint profile of `names`: (argmax, (lo, hi) in t, inside indices, threshold, profile)."""
+    prof_G = sum(self.own_G[n] for n in names)
+    g = int(np.argmax(prof_G))
+    thresh = prof_G[g] - _lr_critical(level, sum(self.dof[n] for n in names))
+    inside = np.nonzero(prof_G >= thresh)[0]
+    lo = _crossing(self.tau_G, prof_G, thresh, inside[0], -1)
+    hi = _crossing(self.tau_G, prof_G, thresh, inside[-1], +1)
+    return g, (lo, hi), inside, float(thresh), prof_G
+
+
 def fit_phases(series: Series, config: PhaseConfig = PhaseConfig()) -> PhaseResult:
   """Fits one- and two-regime models and decides whether the two-phase arc happened.
 
@@ -241,20 +301,14 @@ def fit_phases(series: Series, config: PhaseConfig = PhaseConfig()) -> PhaseResu
   """
   fits: dict[str, SignalFit] = {}
   raw: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+  constant: dict[str, float] = {}
   for spec in config.signals:
-    steps, vals = series.get(spec.name, (np.zeros(0), np.zeros(0)))
-    steps = np.asarray(steps, np.float64).ravel()
-    vals = np.asarray(vals, np.float64).ravel()
-    ok = np.isfinite(steps) & np.isfinite(vals)
-    steps, vals = steps[ok], vals[ok]
-    if steps.size and np.any(np.diff(steps) <= 0):
-      order = np.argsort(steps, kind="stable")
-      steps, vals = steps[order], vals[order]
-      last = np.append(steps[1:] != steps[:-1], True)  # last value of a repeated step
-      steps, vals = steps[last], vals[last]
-    if steps.size and np.ptp(vals) == 0:
+    steps, vals = _clean(*series.get(spec.name, (np.zeros(0), np.zeros(0))))
+    if steps.size and vals.min() == vals.max():
+      constant[spec.name] = float(vals[0])
       fits[spec.name] = SignalFit(spec.name, spec.role, n=int(steps.size), missing=True,
-                                  note="constant signal: carries no information")
+                                  note=f"constant signal ({vals[0]:g} at all {steps.size} "
+                                       "steps): carries no information")
       continue
     if steps.size == 0:
       fits[spec.name] = SignalFit(spec.name, spec.role, n=0, missing=True,
@@ -264,16 +318,32 @@ def fit_phases(series: Series, config: PhaseConfig = PhaseConfig()) -> PhaseResu
     fits[spec.name] = SignalFit(spec.name, spec.role, n=int(steps.size))
 
   fit_names = [s.name for s in config.signals if s.role in model.FIT_ROLES and s.name in raw]
+  wanted = [s.name for s in config.signals if s.role in model.FIT_ROLES]
   if not fit_names:
-    wanted = ", ".join(s.name for s in config.signals if s.role in model.FIT_ROLES)
+    if any(n in constant for n in wanted):
+      consts = ", ".join(f"{n} = {constant[n]:g}" for n in wanted if n in constant)
+      absent = [n for n in wanted if n not in constant]
+      return _not_detected(fits, (
+          f"The phase signals are constant over the log ({consts}): a constant carries no "
+          "information about phases" + (f"; absent: {', '.join(absent)}" if absent else "")
+          + "."))
     return _not_detected(
-        fits, f"None of the phase signals ({wanted}) has usable values in the log.")
+        fits, f"None of the phase signals ({', '.join(wanted)}) has usable values in the log.")
   all_steps = np.unique(np.concatenate([raw[n][0] for n in fit_names]))
   first, last = float(all_steps[0]), float(all_steps[-1])
   n_steps = int(all_steps.size)
-  span = last - first
+  if n_steps == 1:
+    return _not_detected(fits, (
+        f"The log has a single usable step (step {first:g}): two phases need at least "
+        f"{config.min_points} logged steps."), n_steps, first, last)
+  with np.errstate(over="ignore"):
+    span = float(np.float64(last) - np.float64(first))
+  if not math.isfinite(span):
+    return _not_detected(fits, (
+        f"Step numbers run from {first:g} to {last:g}, beyond the range the detector can "
+        "difference; renumber the steps."), n_steps, first, last)
   short = [n for n in fit_names if raw[n][0].size < config.min_points]
-  if n_steps < config.min_points or span <= 0 or len(short) == len(fit_names):
+  if n_steps < config.min_points or len(short) == len(fit_names):
     return _not_detected(fits, (
         f"Too short to tell: {n_steps} usable steps (the detector needs at least "
         f"{config.min_points} per signal to fit two phases)."), n_steps, first, last)
@@ -309,7 +379,7 @@ def fit_phases(series: Series, config: PhaseConfig = PhaseConfig()) -> PhaseResu
         f"least {config.min_segment_points} points each in every signal."), n_steps, first, last)
 
   kappas_of = lambda n: config.exec_kappas if preps[n].role == EXECUTION else config.rise_kappas
-  coarse = np.linspace(lo, hi, config.coarse_grid + 2)[1:-1] if hi - lo > 0 else np.array([lo])
+  coarse = np.linspace(lo, hi, config.coarse_grid + 2)[1:-1]
   ll_c = {n: model.two_regime_profile(preps[n], coarse, kappas_of(n)) for n in fit_names}
   i = int(np.argmax(sum(ll_c[n][0] for n in fit_names)))
   fine = np.linspace(coarse[max(i - 3, 0)], coarse[min(i + 3, coarse.size - 1)], config.fine_grid)
@@ -318,17 +388,18 @@ def fit_phases(series: Series, config: PhaseConfig = PhaseConfig()) -> PhaseResu
   order = np.argsort(tau_G, kind="stable")
   tau_G = tau_G[order]
   ll_G = {n: np.concatenate([ll_c[n][0], ll_f[n][0]])[order] for n in fit_names}
-  kidx_G = {n: np.concatenate([ll_c[n][1], ll_f[n][1]])[order] for n in fit_names}
-  kap_of = lambda n, g: kappas_of(n)[kidx_G[n][g]]
+  kappa_G = {n: np.asarray(kappas_of(n), np.float64)[
+      np.concatenate([ll_c[n][1], ll_f[n][1]])[order]] for n in fit_names}
 
   # First pass: iid likelihood; then correct each signal for residual
   # autocorrelation (phi) and, for the profile of tau, for the residual degrees
   # of freedom ((n - p) / n, p = 4 per signal: a small-sample correction).
   g0 = int(np.argmax(sum(ll_G[n] for n in fit_names)))
-  phi = {n: model.two_regime_fit_at(preps[n], tau_G[g0], kap_of(n, g0)).phi for n in fit_names}
+  phi = {n: model.two_regime_fit_at(preps[n], tau_G[g0], kappa_G[n][g0]).phi for n in fit_names}
   dof = {n: max(preps[n].n - _PARAMS_PER_SIGNAL, 1) for n in fit_names}
-  joint_G = sum(ll_G[n] / phi[n] * dof[n] / preps[n].n for n in fit_names)
-  g = int(np.argmax(joint_G))
+  prof = _Profiles(tau_G=tau_G, ll_G=ll_G, kappa_G=kappa_G, dof=dof, phi=phi,
+                   own_G={n: ll_G[n] / phi[n] * dof[n] / preps[n].n for n in fit_names})
+  g, ci_t, inside, thresh, joint_G = prof.interval(fit_names, config.ci_level)
   tau = float(tau_G[g])
 
   ones = {n: model.one_regime_fit(preps[n], model.one_regime_kappa_grid()) for n in fit_names}
@@ -337,29 +408,45 @@ def fit_phases(series: Series, config: PhaseConfig = PhaseConfig()) -> PhaseResu
   # more coefficient per signal, plus the shared tau.
   penalty = sum(math.log(preps[n].n) for n in fit_names) + math.log(n_steps)
   delta_bic = 2.0 * sum(delta_ll.values()) - penalty
-
-  # Profile-likelihood interval for tau: hull of the set within the critical drop.
-  crit = _lr_critical(config.ci_level, sum(dof.values()))
-  thresh = joint_G[g] - crit
-  inside = np.nonzero(joint_G >= thresh)[0]
-  ci_t = (_crossing(tau_G, joint_G, thresh, inside[0], -1),
-          _crossing(tau_G, joint_G, thresh, inside[-1], +1))
   to_step = lambda x: first + x * span
   ci_steps = (to_step(ci_t[0]), to_step(ci_t[1]))
 
   for n in fit_names:
-    _describe(fits[n], preps[n], model.two_regime_fit_at(preps[n], tau, kap_of(n, g)),
+    _describe(fits[n], preps[n], model.two_regime_fit_at(preps[n], tau, kappa_G[n][g]),
               ones[n], delta_ll[n], span, config)
     # Each signal's own boundary: do the signals agree on where the change is?
-    own_G = ll_G[n] / phi[n] * dof[n] / preps[n].n
-    j = int(np.argmax(own_G))
-    own_thresh = own_G[j] - _lr_critical(config.ci_level, dof[n])
-    inside_j = np.nonzero(own_G >= own_thresh)[0]
+    j, own_ci, _, _, _ = prof.interval([n], config.ci_level)
     fits[n].boundary_alone = round(float(to_step(tau_G[j])), 1)
-    own_ci = (_crossing(tau_G, own_G, own_thresh, inside_j[0], -1),
-              _crossing(tau_G, own_G, own_thresh, inside_j[-1], +1))
     fits[n].ci_alone = [round(float(to_step(x)), 1) for x in own_ci]
-  for spec in config.signals:  # context signals: reported at tau, not fitted jointly
+  _describe_context(fits, preps, config, tau, span)
+
+  result = PhaseResult(
+      detected=False, boundary_step=None, ci=None, confidence=0.0, signals=fits, reason="",
+      tau_candidate=to_step(tau), ci_candidate=ci_steps, delta_bic=float(delta_bic),
+      n_steps=n_steps, first_step=first, last_step=last,
+      profile_steps=to_step(tau_G), profile_ll=joint_G, ll_threshold=thresh)
+  at_edge = bool(inside[0] == 0 or inside[-1] == tau_G.size - 1)
+  if not math.isfinite(delta_bic):
+    result.delta_bic = None
+    result.reason = ("The fit failed numerically (non-finite likelihood); the values may "
+                     "be degenerate.")
+    return result
+  exe = [n for n in fit_names if preps[n].role == EXECUTION]
+  plan = [n for n in fit_names if preps[n].role == PLANNING]
+  overlap_ci = None
+  if exe and plan:
+    overlap_ci = _line_up(result, fits, preps, prof, exe, plan, ones, config, to_step)
+  if overlap_ci is not None:
+    _decide_overlap(result, fits, preps, prof, fit_names, ones, penalty, config, to_step,
+                    span, *overlap_ci)
+  else:
+    _decide(result, fits, fit_names, config, at_edge=at_edge)
+  return result
+
+
+def _describe_context(fits, preps, config: PhaseConfig, tau: float, span: float) -> None:
+  """Context signals: reported at tau, not fitted jointly."""
+  for spec in config.signals:
     if spec.role == CONTEXT and spec.name in preps:
       p = dataclasses.replace(preps[spec.name], role=ACCURACY)
       one = model.one_regime_fit(p, model.one_regime_kappa_grid())
@@ -370,13 +457,75 @@ def fit_phases(series: Series, config: PhaseConfig = PhaseConfig()) -> PhaseResu
       fits[spec.name].role = CONTEXT
       fits[spec.name]._prep = preps[spec.name]
 
-  result = PhaseResult(
-      detected=False, boundary_step=None, ci=None, confidence=0.0, signals=fits, reason="",
-      tau_candidate=to_step(tau), ci_candidate=ci_steps, delta_bic=float(delta_bic),
-      n_steps=n_steps, first_step=first, last_step=last,
-      profile_steps=to_step(tau_G), profile_ll=joint_G, ll_threshold=float(thresh))
-  _decide(result, fits, fit_names, config, at_edge=(inside[0] == 0 or inside[-1] == tau_G.size - 1))
-  return result
+
+def _line_up(result: PhaseResult, fits, preps, prof: _Profiles, exe: list[str],
+             plan: list[str], ones, config: PhaseConfig, to_step
+             ) -> tuple[int, tuple[float, float], np.ndarray, float, np.ndarray, int,
+                        tuple[float, float]] | None:
+  """Where each half of the arc happens on its own; fills the planning fits' overlap fields.
+
+  The end of consolidation is the joint boundary of the execution signals
+  alone; planning's turn-up is the joint boundary of the planning signals alone
+  (its minimum when it dips). Returns the pieces the overlap decision needs
+  when planning turns up clearly (non-overlapping intervals) before
+  consolidation ends, else None.
+  """
+  ge, ci_e, inside_e, thresh_e, prof_e = prof.interval(exe, config.ci_level)
+  gp, ci_p, inside_p, _, _ = prof.interval(plan, config.ci_level)
+  tau_G = prof.tau_G
+  t_end = to_step(tau_G[ge])
+  result.overlap_steps = float(to_step(tau_G[ge]) - to_step(tau_G[gp]))
+  for n in plan:
+    f, p = fits[n], preps[n]
+    f.consolidation_end_step = round(float(t_end), 1)
+    f.overlap_steps = round(float(t_end - f.boundary_alone), 1)
+    # Back above its earlier level: at planning's own boundary, and its range
+    # over every boundary in planning's interval (each with its best curvature).
+    idx = np.unique(np.append(inside_p, gp))
+    betas = model.two_regime_betas(p, tau_G[idx], prof.kappa_G[n][idx])
+    rec = model.recovery_times(tau_G[idx], prof.kappa_G[n][idx], betas, float(p.t_N[0]),
+                               float(p.t_N[-1]))
+    at = float(rec[np.searchsorted(idx, gp)])
+    f.recovery_step = round(float(to_step(at)), 1) if math.isfinite(at) else None
+    f.recovery_ci = [round(float(to_step(rec.min())), 1) if math.isfinite(rec.min()) else None,
+                     round(float(to_step(rec.max())), 1) if math.isfinite(rec.max()) else None]
+  if not ci_p[1] < ci_e[0]:
+    return None
+  return ge, ci_e, inside_e, thresh_e, prof_e, gp, ci_p
+
+
+def _decide_overlap(result: PhaseResult, fits, preps, prof: _Profiles, fit_names: list[str],
+                    ones, penalty: float, config: PhaseConfig, to_step, span: float,
+                    ge: int, ci_e: tuple[float, float], inside_e: np.ndarray, thresh_e: float,
+                    prof_e: np.ndarray, gp: int, ci_p: tuple[float, float]) -> None:
+  """Planning turned up clearly before consolidation ended: overlap or reversed order.
+
+  The model now has two boundaries: execution (and accuracy) change at the end
+  of consolidation, planning at its own turn-up (one more parameter in dBIC).
+  It is the arc -- with overlapping phases, as in HICRA's Llama runs -- when
+  execution falls then flattens, planning rises after its turn-up, and
+  planning is not back above its earlier level clearly before consolidation
+  ends. If it is (a planning rise that comes first), the order is reversed.
+  """
+  tau_G = prof.tau_G
+  tau_e, tau_p = float(tau_G[ge]), float(tau_G[gp])
+  at = {n: (gp if preps[n].role == PLANNING else ge) for n in fit_names}
+  delta_ll = {n: (prof.ll_G[n][at[n]] - ones[n].ll) / prof.phi[n] for n in fit_names}
+  # One more parameter than the shared-boundary model: planning's own boundary.
+  delta_bic = 2.0 * sum(delta_ll.values()) - penalty - math.log(result.n_steps)
+  for n in fit_names:
+    two = model.two_regime_fit_at(preps[n], float(tau_G[at[n]]), prof.kappa_G[n][at[n]])
+    _describe(fits[n], preps[n], two, ones[n], delta_ll[n], span, config)
+  _describe_context(fits, preps, config, tau_e, span)
+  result.overlap = True
+  result.delta_bic = float(delta_bic)
+  result.tau_candidate = to_step(tau_e)
+  result.ci_candidate = (to_step(ci_e[0]), to_step(ci_e[1]))
+  result.profile_ll, result.ll_threshold = prof_e, thresh_e
+  # The end of consolidation is the boundary; planning's turn-up is reported.
+  _decide(result, fits, fit_names, config,
+          at_edge=bool(inside_e[0] == 0 or inside_e[-1] == tau_G.size - 1),
+          turn_up=(to_step(tau_p), to_step(ci_p[0]), to_step(ci_p[1])))
 
 
 def _crossing(x: np.ndarray, y: np.ndarray, thresh: float, i: int, direction: int) -> float:
@@ -393,7 +542,11 @@ def _crossing(x: np.ndarray, y: np.ndarray, thresh: float, i: int, direction: in
 def _describe(fit: SignalFit, prep: model.PreparedSignal, two: model.TwoRegimeFit,
               one: model.OneRegimeFit, delta_ll: float, span: float,
               config: PhaseConfig) -> None:
-  """Fills slopes, t-statistics and the pattern check of one signal."""
+  """Fills slopes, t-statistics and the pattern check of one signal.
+
+  The checks run in standardised units; reported levels, changes and slopes
+  are in the log's units.
+  """
   t_first, t_last = float(prep.t_N[0]), float(prep.t_N[-1])
   tau = two.tau
   x_2 = model.two_regime_design(prep.role, np.array([t_first, t_last]), np.array([tau]),
@@ -406,15 +559,16 @@ def _describe(fit: SignalFit, prep: model.PreparedSignal, two: model.TwoRegimeFi
   slope_after = change_after / (max(t_last - tau, 1e-12) * span)
   t_before = change_before / se_before if se_before > 0 else 0.0
   t_after = change_after / se_after if se_after > 0 else 0.0
+  units = lambda v: float(prep.unit * v) if math.isfinite(prep.unit * v) else math.inf
   fit.kappa = two.kappa
-  fit.level_at_boundary = float(two.beta[0])
-  fit.slope_before, fit.slope_after = float(slope_before), float(slope_after)
-  fit.change_before, fit.change_after = float(change_before), float(change_after)
+  fit.level_at_boundary = float(prep.in_units(two.beta[0]))
+  fit.slope_before, fit.slope_after = units(slope_before), units(slope_after)
+  fit.change_before, fit.change_after = units(change_before), units(change_after)
   fit.t_before, fit.t_after = float(t_before), float(t_after)
   fit.autocorr = two.rho
   fit.delta_loglik = float(delta_ll)
   fit.one_regime = {"shape": one.shape, "kappa": one.kappa,
-                    "change": float(np.diff(one.predict(np.array([t_first, t_last])))[0])}
+                    "change": units(float(np.diff(one.predict(np.array([t_first, t_last])))[0]))}
   fit._two, fit._one = two, one
   tc, fr = config.t_crit, config.flat_ratio
   if prep.role == EXECUTION:
@@ -448,8 +602,15 @@ def _role_ok(fits: list[SignalFit]) -> bool:
 
 
 def _decide(result: PhaseResult, fits: dict[str, SignalFit], fit_names: list[str],
-            config: PhaseConfig, at_edge: bool) -> None:
-  """Sets detected / boundary / ci / confidence / reason from the fitted pieces."""
+            config: PhaseConfig, at_edge: bool,
+            turn_up: tuple[float, float, float] | None = None) -> None:
+  """Sets detected / boundary / ci / confidence / reason from the fitted pieces.
+
+  `turn_up` (planning's own boundary and interval, in steps) is given when
+  planning turned up clearly before consolidation ended; the boundary is then
+  the end of consolidation and the patterns were checked at each half's own
+  boundary.
+  """
   by_role = {r: [fits[n] for n in fit_names if fits[n].role == r] for r in model.FIT_ROLES}
   checks = {r: _role_ok(f) for r, f in by_role.items() if f}
   pattern_ok = all(checks.values())
@@ -457,8 +618,11 @@ def _decide(result: PhaseResult, fits: dict[str, SignalFit], fit_names: list[str
   tau_s, (lo, hi) = result.tau_candidate, result.ci_candidate
   lo_i, hi_i = int(math.floor(lo)), int(math.ceil(hi))
   where = f"step {round(tau_s)} ({100 * config.ci_level:.0f}% interval {lo_i}-{hi_i})"
+  if turn_up is not None:
+    where += " (the end of consolidation)"
   evid = (f"two regimes vs the best smooth one-regime curve: dBIC = {result.delta_bic:.1f} "
-          f"(threshold {config.bic_threshold:g}, autocorrelation-corrected)")
+          f"(threshold {config.bic_threshold:g}, autocorrelation-corrected"
+          + ("; execution and planning each at their own boundary" if turn_up else "") + ")")
 
   def describe(role: str) -> str:
     parts = []
@@ -493,17 +657,22 @@ def _decide(result: PhaseResult, fits: dict[str, SignalFit], fit_names: list[str
     result.reason = (f"A change at {where} is supported ({evid}), but it is not the arc: "
                      + "; ".join(describe(r) for r in failing) + "." + note)
     return
-  exe = [fits[n] for n in fit_names if fits[n].role == EXECUTION]
-  plan = [fits[n] for n in fit_names if fits[n].role == PLANNING]
-  if exe and plan and max(f.ci_alone[1] for f in plan) < min(f.ci_alone[0] for f in exe):
-    result.confidence = 0.0
-    result.reason = (
-        f"A change at {where} is supported ({evid}), but the order is reversed: planning "
-        f"starts rising (alone: step {', '.join(f'{f.boundary_alone:.0f}' for f in plan)}) "
-        f"before execution stops falling (alone: step "
-        f"{', '.join(f'{f.boundary_alone:.0f}' for f in exe)}), with non-overlapping "
-        "intervals; the phases overlap instead of following each other." + note)
-    return
+  plan = by_role[PLANNING]
+  if turn_up is not None:
+    # Planning back above its earlier level clearly before consolidation ends:
+    # a planning rise that comes first, not an overlap.
+    rec_hi = [f.recovery_ci[1] if f.recovery_ci else None for f in plan]
+    if all(r is not None and r < lo for r in rec_hi):
+      result.confidence = 0.0
+      result.reason = (
+          f"A change is supported ({evid}), but the order is reversed: planning starts "
+          f"rising at step {round(turn_up[0])} (interval {math.floor(turn_up[1])}-"
+          f"{math.ceil(turn_up[2])}) and is above its earlier level by step "
+          f"{', '.join(f'{f.recovery_step:.0f}' for f in plan if f.recovery_step is not None)}"
+          f", before execution stops falling at step {round(tau_s)} (interval {lo_i}-{hi_i})"
+          "; the planning rise comes first "
+          "instead of following the consolidation." + note)
+      return
   result.detected = True
   result.confidence = _sigmoid((result.delta_bic - config.bic_threshold) / 2)
   result.boundary_step = int(round(tau_s))
@@ -511,14 +680,37 @@ def _decide(result: PhaseResult, fits: dict[str, SignalFit], fit_names: list[str
   shown = [describe(r) for r in (EXECUTION, PLANNING, ACCURACY) if by_role[r]]
   edge = (" The interval reaches the edge of the admissible range, so the boundary is "
           "poorly determined." if at_edge else "")
-  apart = [f"{fits[n].name} alone puts it at step {fits[n].boundary_alone:.0f}"
-           for n in fit_names if not fits[n].ci_alone[0] <= tau_s <= fits[n].ci_alone[1]]
-  if apart:
-    edge += (" The signals disagree on where (" + "; ".join(apart) + "): the shared "
-             "boundary is a compromise, and the phases may overlap or leave a gap.")
+  if turn_up is None:
+    apart = [f"{fits[n].name} alone puts it at step {fits[n].boundary_alone:.0f}"
+             for n in fit_names if not fits[n].ci_alone[0] <= tau_s <= fits[n].ci_alone[1]]
+    if apart:
+      edge += (" The signals disagree on where (" + "; ".join(apart) + "): the shared "
+               "boundary is a compromise, and the phases may overlap or leave a gap.")
   result.reason = (f"Boundary at {where}: " + "; ".join(shown) + f". {evid[0].upper()}{evid[1:]}."
-                   + edge + note)
+                   + _overlap_text(result, plan, turn_up) + edge + note)
+
+
+def _overlap_text(result: PhaseResult, plan: list[SignalFit],
+                  turn_up: tuple[float, float, float] | None) -> str:
+  """How the two halves line up, for a detected arc with both halves fitted."""
+  if not plan or result.overlap_steps is None:
+    return ""
+  f = plan[0]
+  back = (f"is back above its earlier level by step {f.recovery_step:.0f}"
+          if f.recovery_step is not None else
+          "has not yet got back above its earlier level by the last step")
+  if turn_up is not None:
+    return (f" The phases overlap by {result.overlap_steps:.0f} steps: planning turns up "
+            f"at step {round(turn_up[0])} (interval {math.floor(turn_up[1])}-"
+            f"{math.ceil(turn_up[2])}), before execution stops falling, and {back}.")
+  ov = round(result.overlap_steps)
+  how = (f"turns up {ov} steps before" if ov > 0 else
+         f"turns up {-ov} steps after" if ov < 0 else "turns up where")
+  return (f" On their own, planning {how} execution stops falling (within the intervals); "
+          f"it {back}.")
 
 
 def _sigmoid(x: float) -> float:
+  if not math.isfinite(x):
+    return 0.0 if x != math.inf else 1.0
   return 1.0 / (1.0 + math.exp(-max(min(x, 700.0), -700.0)))

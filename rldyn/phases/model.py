@@ -17,17 +17,29 @@ Design matrices (`G` candidate breakpoints `tau_G`, `M` points `t_M`):
 
 Both two-regime models are continuous at tau (a kink, not a jump), which keeps
 the profile likelihood smooth in tau and the likelihood-ratio interval regular.
+
+Values are standardised per signal before any fit (`standardise`): an exact
+power-of-two prescale, then median and standard deviation, so that values near
+the float limits (1e300), tiny ones (1e-20) or ones on a large offset (1e9) are
+fitted exactly like the same curve at unit scale. Fits live in these units;
+`PreparedSignal.in_units` maps levels back and `unit` scales slopes.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 
-EXECUTION = "execution"
-PLANNING = "planning"
-ACCURACY = "accuracy"
-CONTEXT = "context"
+# Signal roles: the part a logged *curve* plays in the arc. Defined here once.
+# They are not token roles (rldyn.roles.ids.ROLE_NAMES labels tokens as
+# "other" / "planning" / "execution"); a signal such as
+# `semantic_entropy/planning` is computed over planning tokens and plays the
+# PLANNING signal role, but `accuracy` or `ppl/execution_rel` are signals too.
+EXECUTION = "execution"  # falls during consolidation (phase 1), then flat
+PLANNING = "planning"    # flat or dipping, then rises (phase 2)
+ACCURACY = "accuracy"    # fitted jointly when asked: must not fall before tau
+CONTEXT = "context"      # fitted at tau for the report only
 ROLES = (EXECUTION, PLANNING, ACCURACY, CONTEXT)
 FIT_ROLES = (EXECUTION, PLANNING, ACCURACY)  # roles that enter the joint likelihood
 
@@ -50,6 +62,8 @@ class PreparedSignal:
     ssw: within-bin sum of squares (0 when not binned), so that the residual
       sum of squares of the raw points is `ssw + sum(w * (y_M - fit)^2)`.
     scale: robust noise scale (MAD of residuals from a running median).
+    offset, unit: the standardisation, value = offset + unit * y (y_N, y_M
+      and every fitted coefficient are in standardised units).
   """
   name: str
   role: str
@@ -62,10 +76,37 @@ class PreparedSignal:
   w_M: np.ndarray
   ssw: float
   scale: float
+  offset: float = 0.0
+  unit: float = 1.0
 
   @property
   def n(self) -> int:
     return int(self.t_N.size)
+
+  def in_units(self, y: np.ndarray | float) -> np.ndarray | float:
+    """Standardised values back in the log's units (inf beyond the float range)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+      return self.offset + self.unit * np.asarray(y, np.float64)
+
+
+def standardise(y_N: np.ndarray) -> tuple[np.ndarray, float, float]:
+  """(y - offset) / unit with median 0 and unit standard deviation: (y, offset, unit).
+
+  The values are first divided by a power of two near their largest magnitude
+  (exact in floating point), so no intermediate overflows or underflows.
+  offset and unit may be inf for values spanning the whole float range; the
+  standardised values are always finite.
+  """
+  big = float(np.max(np.abs(y_N))) if y_N.size else 0.0
+  pow2 = 2.0 ** math.floor(math.log2(big)) if big > 0 else 1.0
+  x = y_N / pow2
+  center = float(np.median(x))
+  x = x - center
+  spread = float(np.std(x))
+  if not spread > 0:
+    spread = 1.0
+  with np.errstate(over="ignore"):
+    return x / spread, float(np.float64(center) * pow2), float(np.float64(spread) * pow2)
 
 
 def running_median(y_N: np.ndarray, window: int) -> np.ndarray:
@@ -91,14 +132,15 @@ def prepare_signal(name: str, role: str, steps_N: np.ndarray, y_N: np.ndarray, *
                    max_points: int) -> PreparedSignal:
   """Winsorises heavy-tailed outliers and bins long signals.
 
-  Outliers are clipped to `median +- winsor_c * scale` around a centred running
+  Values are standardised first (`standardise`). Outliers are clipped to
+  `median +- winsor_c * scale` around a centred running
   median (a Huber-like treatment that costs one pass), so a few wild values
   cannot dominate a least-squares fit. Signals longer than `max_points` are
   averaged in consecutive equal-count bins for the grid search; the
   within-bin scatter is kept in `ssw` so likelihoods still refer to raw points.
   """
   steps_N = np.asarray(steps_N, np.float64)
-  y_N = np.asarray(y_N, np.float64)
+  y_N, offset, unit = standardise(np.asarray(y_N, np.float64))
   n = y_N.size
   window = int(np.clip(n // 15, 5, 51))
   med = running_median(y_N, window)
@@ -122,7 +164,7 @@ def prepare_signal(name: str, role: str, steps_N: np.ndarray, y_N: np.ndarray, *
     t_M, y_M, w_M, ssw = t_N, clipped, np.ones(n), 0.0
   return PreparedSignal(name=name, role=role, steps_N=steps_N, t_N=t_N, y_N=clipped,
                         n_clipped=n_clipped, t_M=t_M, y_M=y_M, w_M=w_M, ssw=ssw,
-                        scale=max(scale, _TINY))
+                        scale=max(scale, _TINY), offset=offset, unit=unit)
 
 
 def two_regime_design(role: str, t_M: np.ndarray, tau_G: np.ndarray,
@@ -268,3 +310,37 @@ def two_regime_fit_at(sig: PreparedSignal, tau: float, kappa: float) -> TwoRegim
   cov = sigma2 * phi * np.linalg.pinv(xtx + 1e-10 * np.trace(xtx) * np.eye(3))
   return TwoRegimeFit(tau=float(tau), kappa=float(kappa), beta=beta, cov=cov, rho=rho,
                       phi=phi, sigma=float(np.sqrt(sigma2)))
+
+
+def two_regime_betas(sig: PreparedSignal, tau_G: np.ndarray, kappa_G: np.ndarray
+                     ) -> np.ndarray:
+  """Two-regime coefficients `(G, 3)` at each (tau, kappa) pair, on the grid points."""
+  beta_GP = np.zeros((tau_G.size, 3))
+  for k in np.unique(kappa_G):
+    sel = kappa_G == k
+    x_GMP = two_regime_design(sig.role, sig.t_M, tau_G[sel], float(k))
+    beta_GP[sel] = batched_wls(x_GMP, sig.y_M, sig.w_M)[1]
+  return beta_GP
+
+
+def recovery_times(tau_G: np.ndarray, kappa_G: np.ndarray, beta_GP: np.ndarray,
+                   t_first: float, t_last: float, points: int = 501) -> np.ndarray:
+  """When a rising (planning) curve gets above its earlier level, per fit: `(G,)` times.
+
+  The earlier level is the larger of the fit at the first point and at tau:
+  after a dip it is the level the signal started from, otherwise the level at
+  tau (so the recovery is tau itself). inf where the fit never gets above it
+  within the run.
+  """
+  out = np.full(tau_G.size, np.inf)
+  for g in range(tau_G.size):
+    tau = tau_G[g:g + 1]
+    t = np.linspace(tau[0], t_last, points)
+    f = two_regime_design(PLANNING, t, tau, float(kappa_G[g]))[0] @ beta_GP[g]
+    start = two_regime_design(PLANNING, np.array([t_first]), tau,
+                              float(kappa_G[g]))[0] @ beta_GP[g]
+    earlier = max(float(start[0]), float(beta_GP[g, 0]))
+    above = np.nonzero(f > earlier + 1e-12 * (1.0 + abs(earlier)))[0]
+    if above.size:
+      out[g] = t[above[0]]
+  return out

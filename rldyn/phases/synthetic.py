@@ -7,6 +7,10 @@ Arc shapes (x = step / length, boundary at tau):
   linear: execution falls linearly to tau then is flat; planning flat then rises linearly.
   exp:    execution decays exponentially (with a kink) to tau; planning rises concavely.
   dip:    as linear, but planning dips before tau and then rises.
+  overlap: the phases overlap (HICRA's Llama runs): execution falls linearly to
+          tau; planning dips from the start to a minimum at mid-consolidation
+          (30-70 % of tau), rises linearly from there, is back at its starting
+          level shortly after tau (0-10 % of the run later) and above it after.
 One-regime (null) shapes:
   decay:  execution decays exponentially over the whole run; planning is flat.
   noise:  every signal is flat noise.
@@ -18,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-ARC_SHAPES = ("linear", "exp", "dip")
+ARC_SHAPES = ("linear", "exp", "dip", "overlap")
 NULL_SHAPES = ("decay", "noise", "rise", "decay_rise")
 SPACINGS = ("regular", "uneven")
 
@@ -27,7 +31,7 @@ def _curves(shape: str, x: np.ndarray, tau: float, rng: np.random.Generator
             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """Unit-amplitude execution, planning and accuracy curves on x in [0, 1]."""
   pre = x < tau
-  if shape in ("linear", "dip"):
+  if shape in ("linear", "dip", "overlap"):
     exe = np.where(pre, 1.0 - x / tau, 0.0)
   elif shape == "exp":
     k = 3.0
@@ -48,6 +52,11 @@ def _curves(shape: str, x: np.ndarray, tau: float, rng: np.random.Generator
     plan = (1.0 - np.exp(-2.0 * after)) / (1.0 - np.exp(-2.0))
   elif shape == "dip":
     plan = np.where(pre, -0.3 * x / tau, -0.3 + 1.3 * after)
+  elif shape == "overlap":
+    low = tau * rng.uniform(0.3, 0.7)                      # planning minimum
+    back = min(tau + rng.uniform(0.0, 0.1), 0.95)          # back at its starting level
+    depth = (back - low) / (1.0 - low)                     # the rise to x = 1 is 1.0
+    plan = np.where(x < low, -depth * x / low, -depth + (x - low) / (1.0 - low))
   elif shape in ("decay", "noise"):
     plan = np.zeros_like(x)
   elif shape == "decay_rise":
