@@ -1,24 +1,27 @@
-"""A Llama/Qwen2-style decoder in Flax NNX, with an explicit KV cache.
+"""A Llama/Qwen2/Qwen3-style decoder in Flax NNX, with an explicit KV cache.
 
-RMSNorm, RoPE, SwiGLU, grouped-query attention, optional q/k/v biases (Qwen2), tied or untied
-embeddings, separate parameter and compute dtypes. Every weight carries `logical_axes` metadata
+RMSNorm, RoPE (with optional "linear" or Llama-3 "llama3" frequency scaling), SwiGLU, grouped-query
+attention, optional q/k/v biases (Qwen2), optional per-head q/k RMSNorm before RoPE (Qwen3), tied or
+untied embeddings, separate parameter and compute dtypes. Every weight carries `logical_axes` metadata
 (`vocab`, `embed`, `mlp`, `heads`, `kv_heads`, `head_dim`); `rldyn.parallel` maps them to a mesh.
 
-Parameter names follow Hugging Face's Llama/Qwen2 checkpoints one to one; only the layouts differ
-(HF stores `[out, in]` matrices, we store `[in, out]` with the head axes split out):
+Parameter names follow Hugging Face's Llama/Qwen2/Qwen3 checkpoints one to one (`rldyn.model.hf`
+reads and writes them); only the layouts differ (HF stores `[out, in]` matrices, we store `[in, out]`
+with the head axes split out):
 
-    HF name                                   rldyn path                                   rldyn layout
-    model.embed_tokens.weight [V, E]          embed_tokens/embedding                       [V, E]
-    model.layers.i.self_attn.q_proj.weight    layers/i/self_attn/q_proj/kernel             [E, H, D]
-    model.layers.i.self_attn.q_proj.bias      layers/i/self_attn/q_proj/bias               [H, D]
-    model.layers.i.self_attn.{k,v}_proj.*     layers/i/self_attn/{k,v}_proj/{kernel,bias}  [E, K, D], [K, D]
-    model.layers.i.self_attn.o_proj.weight    layers/i/self_attn/o_proj/kernel             [H, D, E]
-    model.layers.i.mlp.{gate,up}_proj.weight  layers/i/mlp/{gate,up}_proj/kernel           [E, F]
-    model.layers.i.mlp.down_proj.weight       layers/i/mlp/down_proj/kernel                [F, E]
-    model.layers.i.input_layernorm.weight     layers/i/input_layernorm/scale               [E]
-    model.layers.i.post_attention_layernorm   layers/i/post_attention_layernorm/scale      [E]
-    model.norm.weight                         norm/scale                                   [E]
-    lm_head.weight [V, E]                     lm_head/kernel (untied only)                 [E, V]
+    HF name                                     rldyn path                                   rldyn layout
+    model.embed_tokens.weight [V, E]            embed_tokens/embedding                       [V, E]
+    model.layers.i.self_attn.q_proj.weight      layers/i/self_attn/q_proj/kernel             [E, H, D]
+    model.layers.i.self_attn.q_proj.bias        layers/i/self_attn/q_proj/bias               [H, D]
+    model.layers.i.self_attn.{k,v}_proj.*       layers/i/self_attn/{k,v}_proj/{kernel,bias}  [E, K, D], [K, D]
+    model.layers.i.self_attn.o_proj.weight      layers/i/self_attn/o_proj/kernel             [H, D, E]
+    model.layers.i.self_attn.{q,k}_norm.weight  layers/i/self_attn/{q,k}_norm/scale          [D] (qk_norm)
+    model.layers.i.mlp.{gate,up}_proj.weight    layers/i/mlp/{gate,up}_proj/kernel           [E, F]
+    model.layers.i.mlp.down_proj.weight         layers/i/mlp/down_proj/kernel                [F, E]
+    model.layers.i.input_layernorm.weight       layers/i/input_layernorm/scale               [E]
+    model.layers.i.post_attention_layernorm     layers/i/post_attention_layernorm/scale      [E]
+    model.norm.weight                           norm/scale                                   [E]
+    lm_head.weight [V, E]                       lm_head/kernel (untied only)                 [E, V]
 
 The forward pass is pure in its inputs: `model(tokens_BT, positions_BT, attn_mask_BTS, cache)` returns
 `(logits_BTV, cache)`; the cache is an explicit pytree (`KVCache`), so a jitted sampler can carry it in
@@ -29,13 +32,16 @@ heads, K kv heads, G = H // K, D head dim, F mlp, V vocab, L layers.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+ROPE_SCALINGS = ("default", "linear", "llama3")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,7 +59,13 @@ class ModelConfig:
   rope_theta: float = 10000.0
   norm_eps: float = 1e-6
   qkv_bias: bool = False
+  qk_norm: bool = False  # Qwen3: RMSNorm over head_dim on each query and key head, before RoPE
   tie_embeddings: bool = True
+  rope_scaling: str = "default"  # default: plain RoPE | linear: positions / factor | llama3: Llama 3.1
+  rope_factor: float = 1.0  # linear, llama3: how much the context was stretched
+  rope_low_freq_factor: float = 1.0  # llama3: wavelengths above original_max_len / this are divided by factor
+  rope_high_freq_factor: float = 4.0  # llama3: wavelengths below original_max_len / this are kept
+  rope_original_max_len: int = 8192  # llama3: the context length the model was pretrained at
   param_dtype: str = "float32"
   dtype: str = "float32"  # compute dtype; logits are always float32
   attention: str = "xla"  # xla: einsum attention | cudnn: fused (flash) attention, GPU + bf16 only
@@ -71,6 +83,18 @@ class ModelConfig:
     for name in ("param_dtype", "dtype"):
       if getattr(self, name) not in _DTYPES:
         raise ValueError(f"model.{name}={getattr(self, name)!r}; valid: {sorted(_DTYPES)}")
+    if self.head_dim % 2:
+      raise ValueError(f"model.head_dim must be even for RoPE, got {self.head_dim}")
+    if self.rope_scaling not in ROPE_SCALINGS:
+      raise ValueError(f"model.rope_scaling={self.rope_scaling!r}; valid: {', '.join(ROPE_SCALINGS)}")
+    if self.rope_scaling != "default" and not self.rope_factor > 0:
+      raise ValueError(f"model.rope_factor must be > 0, got {self.rope_factor}")
+    if self.rope_scaling == "llama3" and not (
+        0 < self.rope_low_freq_factor < self.rope_high_freq_factor and self.rope_original_max_len > 0):
+      raise ValueError("llama3 RoPE scaling needs 0 < model.rope_low_freq_factor < "
+                       f"model.rope_high_freq_factor and model.rope_original_max_len > 0, got "
+                       f"{self.rope_low_freq_factor}, {self.rope_high_freq_factor}, "
+                       f"{self.rope_original_max_len}")
 
   @property
   def jnp_param_dtype(self):
@@ -82,7 +106,8 @@ class ModelConfig:
 
   def num_params(self) -> int:
     e, f, h, k, d = self.d_model, self.d_ff, self.n_heads, self.n_kv_heads, self.head_dim
-    attn = e * h * d * 2 + e * k * d * 2 + (h * d + 2 * k * d if self.qkv_bias else 0)
+    attn = (e * h * d * 2 + e * k * d * 2 + (h * d + 2 * k * d if self.qkv_bias else 0)
+            + (2 * d if self.qk_norm else 0))
     layer = attn + 3 * e * f + 2 * e
     head = 0 if self.tie_embeddings else e * self.vocab_size
     return self.vocab_size * e + self.n_layers * layer + e + head
@@ -116,9 +141,10 @@ def _param(rngs: nnx.Rngs, shape, axes, dtype, fan_in: int | None) -> nnx.Param:
 
 
 class RMSNorm(nnx.Module):
+  """x / rms(x) * scale over the last axis (d_model, or head_dim for the Qwen3 q/k norms)."""
 
-  def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
-    self.scale = _param(rngs, (cfg.d_model,), ("embed",), cfg.jnp_param_dtype, None)
+  def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs, dim: int | None = None, axis: str = "embed"):
+    self.scale = _param(rngs, (cfg.d_model if dim is None else dim,), (axis,), cfg.jnp_param_dtype, None)
     self.eps = cfg.norm_eps
 
   def __call__(self, x):
@@ -142,11 +168,28 @@ class Proj(nnx.Module):
     return y
 
 
-def rope(x_BTND, positions_BT, theta: float):
-  """Rotary embedding, half-split convention (as in HF Llama/Qwen2)."""
-  d = x_BTND.shape[-1]
-  inv_freq = theta ** (-jnp.arange(0, d, 2, dtype=jnp.float32) / d)
-  ang = positions_BT[..., None].astype(jnp.float32) * inv_freq  # B T D/2
+def rope_inv_freq(cfg: ModelConfig) -> np.ndarray:
+  """float32 [D/2] rotation frequencies, scaled as cfg.rope_scaling says (Hugging Face's formulas)."""
+  d = cfg.head_dim
+  inv_freq = (1.0 / (np.float32(cfg.rope_theta) ** (np.arange(0, d, 2, dtype=np.float32) / d))
+              ).astype(np.float32)
+  if cfg.rope_scaling == "linear":
+    return (inv_freq / np.float32(cfg.rope_factor)).astype(np.float32)
+  if cfg.rope_scaling == "llama3":
+    factor, lo, hi = cfg.rope_factor, cfg.rope_low_freq_factor, cfg.rope_high_freq_factor
+    old_len = cfg.rope_original_max_len
+    wavelen = 2 * math.pi / inv_freq
+    scaled = np.where(wavelen > old_len / lo, inv_freq / factor, inv_freq)
+    smooth = (old_len / wavelen - lo) / (hi - lo)
+    smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+    medium = ~(wavelen < old_len / hi) & ~(wavelen > old_len / lo)
+    return np.where(medium, smoothed, scaled).astype(np.float32)
+  return inv_freq
+
+
+def rope(x_BTND, positions_BT, inv_freq):
+  """Rotary embedding, half-split convention (as in HF Llama/Qwen2/Qwen3); inv_freq from rope_inv_freq."""
+  ang = positions_BT[..., None].astype(jnp.float32) * jnp.asarray(inv_freq, jnp.float32)  # B T D/2
   sin, cos = jnp.sin(ang)[:, :, None, :], jnp.cos(ang)[:, :, None, :]
   x1, x2 = jnp.split(x_BTND.astype(jnp.float32), 2, axis=-1)
   out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
@@ -179,12 +222,19 @@ class Attention(nnx.Module):
     self.v_proj = Proj(rngs, (e, k, d), ("embed", "kv_heads", "head_dim"), e, pd,
                        (k, d) if bias else None, ("kv_heads", "head_dim"))
     self.o_proj = Proj(rngs, (h, d, e), ("heads", "head_dim", "embed"), h * d, pd)
+    if cfg.qk_norm:
+      self.q_norm = RMSNorm(cfg, rngs, d, "head_dim")
+      self.k_norm = RMSNorm(cfg, rngs, d, "head_dim")
     self.cfg = cfg
 
   def __call__(self, x_BTE, positions_BT, mask_BTS, cache: KVCache | None, layer: int, index):
     cfg, dt = self.cfg, self.cfg.jnp_dtype
-    q = rope(self.q_proj("bte,ehd->bthd", x_BTE, dt), positions_BT, cfg.rope_theta)
-    k = rope(self.k_proj("bte,ekd->btkd", x_BTE, dt), positions_BT, cfg.rope_theta)
+    q = self.q_proj("bte,ehd->bthd", x_BTE, dt)
+    k = self.k_proj("bte,ekd->btkd", x_BTE, dt)
+    if cfg.qk_norm:
+      q, k = self.q_norm(q), self.k_norm(k)
+    inv_freq = rope_inv_freq(cfg)
+    q, k = rope(q, positions_BT, inv_freq), rope(k, positions_BT, inv_freq)
     v = self.v_proj("bte,ekd->btkd", x_BTE, dt)
     if cache is not None:  # decoding: write this call's keys in place at slot `index`, attend over the cache
       kc, vc = cache.k[layer], cache.v[layer]
@@ -201,7 +251,7 @@ class Attention(nnx.Module):
                                          is_causal=mask_BTS is None, implementation="cudnn")
       return self.o_proj("bthd,hde->bte", out, dt), cache
     if mask_BTS is None:  # plain causal attention over this call's positions
-      mask_BTS = jnp.tril(jnp.ones((t, keys.shape[1]), bool))[None]
+      mask_BTS = jnp.tril(jnp.ones((q.shape[1], keys.shape[1]), bool))[None]
     out = grouped_attention(q, keys.astype(dt), values.astype(dt), mask_BTS, "bskd")
     return self.o_proj("bthd,hde->bte", out, dt), cache
 
