@@ -3,10 +3,15 @@
     python -m rldyn.phases --workdir=/tmp/rldyn/two_phase
     python -m rldyn.phases --metrics=other_run.csv --out_dir=/tmp/p \
         --keys=step=global_step,entropy/execution=actor/entropy_exec
+    python -m rldyn.phases --metrics=verl_console.log --out_dir=/tmp/p --keys=...
+    python -m rldyn.phases --metrics=tensorboard_log/run1 --out_dir=/tmp/p --keys=...
+    python -m rldyn.phases --metrics=checkpoint-500/trainer_state.json --out_dir=/tmp/p --keys=...
 
-Reads WORKDIR/metrics.jsonl (or --metrics), writes phases.json and phases.png
-(into --out_dir, default the workdir or the metrics file's folder) and prints a
-one-paragraph verdict.
+Reads WORKDIR/metrics.jsonl (or --metrics: JSONL, CSV/TSV, verl console log,
+TensorBoard event files, TRL trainer_state.json; see rldyn/phases/io.py), writes
+phases.json and phases.png (into --out_dir, default the workdir or the metrics
+file's folder) and prints a one-paragraph verdict. Bad content never raises: the
+verdict says what was skipped, or why nothing could be concluded.
 """
 import dataclasses
 import os
@@ -16,12 +21,14 @@ from absl import app
 from absl import flags
 
 from rldyn.phases.detect import PhaseConfig, SignalSpec
+from rldyn.phases.io import FORMATS, parse_keys
 from rldyn.phases.model import ACCURACY
-from rldyn.phases.io import parse_keys
 from rldyn.phases.report import analyse
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory holding metrics.jsonl.")
-_METRICS = flags.DEFINE_string("metrics", None, "A metrics file instead (JSONL, CSV or TSV).")
+_METRICS = flags.DEFINE_string(
+    "metrics", None, "A metrics log instead: a file, or a folder of TensorBoard event files.")
+_FORMAT = flags.DEFINE_enum("format", "auto", FORMATS, "Format of the log (auto: sniffed).")
 _OUT_DIR = flags.DEFINE_string("out_dir", None, "Where to write phases.json / phases.png.")
 _KEYS = flags.DEFINE_string(
     "keys", None, "Names in a foreign log: 'rldyn_name=log_name,...' (step=... too) or JSON.")
@@ -38,17 +45,25 @@ def main(argv: Sequence[str]) -> None:
   if bool(_WORKDIR.value) == bool(_METRICS.value):
     raise app.UsageError("give exactly one of --workdir or --metrics")
   path = _METRICS.value or os.path.join(_WORKDIR.value, "metrics.jsonl")
-  if not os.path.isfile(path):
+  if not (os.path.isfile(path) or (_METRICS.value and os.path.isdir(path))):
     raise app.UsageError(f"no metrics file at {path}")
-  out_dir = _OUT_DIR.value or _WORKDIR.value or os.path.dirname(os.path.abspath(path))
+  out_dir = _OUT_DIR.value or _WORKDIR.value or (
+      path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path)))
   config = PhaseConfig()
-  if _WITH_ACCURACY.value:
-    config = dataclasses.replace(config, signals=tuple(
-        SignalSpec(s.name, ACCURACY) if s.name == "accuracy" else s for s in config.signals))
-  if _BIC_THRESHOLD.value is not None:
-    config = dataclasses.replace(config, bic_threshold=_BIC_THRESHOLD.value)
-  result, _ = analyse(path, out_dir, keys=parse_keys(_KEYS.value), config=config,
-                      plot=_PLOT.value)
+  try:
+    keys = parse_keys(_KEYS.value)
+    if _WITH_ACCURACY.value:
+      config = dataclasses.replace(config, signals=tuple(
+          SignalSpec(s.name, ACCURACY) if s.name == "accuracy" else s for s in config.signals))
+    if _BIC_THRESHOLD.value is not None:
+      config = dataclasses.replace(config, bic_threshold=_BIC_THRESHOLD.value)
+  except ValueError as e:
+    raise app.UsageError(str(e)) from None
+  try:
+    result, _ = analyse(path, out_dir, keys=keys, config=config, plot=_PLOT.value,
+                        format=_FORMAT.value)
+  except OSError as e:
+    raise SystemExit(f"rldyn.phases: {e.strerror or e} ({e.filename or path})") from None
   print(result.verdict())
   print(f"Wrote {os.path.join(out_dir, 'phases.json')}"
         + (f" and {os.path.join(out_dir, 'phases.png')}" if _PLOT.value else "") + ".")

@@ -304,7 +304,7 @@ def fit_phases(series: Series, config: PhaseConfig = PhaseConfig()) -> PhaseResu
   constant: dict[str, float] = {}
   for spec in config.signals:
     steps, vals = _clean(*series.get(spec.name, (np.zeros(0), np.zeros(0))))
-    if steps.size and vals.min() == vals.max():
+    if steps.size > 1 and vals.min() == vals.max():
       constant[spec.name] = float(vals[0])
       fits[spec.name] = SignalFit(spec.name, spec.role, n=int(steps.size), missing=True,
                                   note=f"constant signal ({vals[0]:g} at all {steps.size} "

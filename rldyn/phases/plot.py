@@ -32,21 +32,24 @@ def plot_phases(result: PhaseResult, path: str) -> None:
       ax.axvspan(ci[0], ci[1], color=color, alpha=0.15, lw=0)
 
   for ax, fit in zip(axes, shown):
-    p = fit._prep
-    ax.plot(p.steps_N, p.y_N, ".", ms=2, color="0.6", label="values (winsorised)")
+    p = fit._prep  # fits are in standardised units; p.in_units maps them back
+    ax.plot(p.steps_N, p.in_units(p.y_N), ".", ms=2, color="0.6", label="values (winsorised)")
     window = int(np.clip(p.n // 25, 3, 101))
-    ax.plot(p.steps_N, model.running_median(p.y_N, window), color="0.3", lw=0.8,
+    ax.plot(p.steps_N, p.in_units(model.running_median(p.y_N, window)), color="0.3", lw=0.8,
             label=f"running median ({window}, display only)")
     dense_t = np.linspace(p.t_N[0], p.t_N[-1], 400)
     dense_s = np.linspace(p.steps_N[0], p.steps_N[-1], 400)
     if fit._one is not None:
-      ax.plot(dense_s, fit._one.predict(dense_t), "--", color="tab:blue", lw=1,
+      ax.plot(dense_s, p.in_units(fit._one.predict(dense_t)), "--", color="tab:blue", lw=1,
               label=f"one regime ({fit._one.shape})")
     if fit._two is not None:
       role = model.ACCURACY if fit.role == model.CONTEXT else fit.role
-      ax.plot(dense_s, fit._two.predict(role, dense_t), color="tab:red", lw=1.5,
+      ax.plot(dense_s, p.in_units(fit._two.predict(role, dense_t)), color="tab:red", lw=1.5,
               label="two regimes")
     mark(ax)
+    if fit.role == model.PLANNING and result.overlap and fit.boundary_alone is not None:
+      ax.axvline(fit.boundary_alone, color="tab:purple", lw=1, ls="--",
+                 label="planning's own turn-up (phases overlap)")
     ok = "" if fit.pattern_ok is None else ("  [ok]" if fit.pattern_ok else "  [no]")
     ax.set_title(f"{fit.name} ({fit.role}): {fit.pattern}{ok}", fontsize=9, loc="left")
     ax.legend(fontsize=6, loc="best")
@@ -57,7 +60,7 @@ def plot_phases(result: PhaseResult, path: str) -> None:
     ax.axhline(result.ll_threshold - np.max(result.profile_ll), color="tab:orange", lw=0.8,
                ls="--", label="interval threshold")
     ax.set_ylim(max(np.min(ll), -30.0), 1.0)
-    ax.set_ylabel("profile log-lik", fontsize=8)
+    ax.set_ylabel("profile log-lik" + (" (execution)" if result.overlap else ""), fontsize=8)
     ax.legend(fontsize=6)
     mark(ax)
   axes[-1].set_xlabel("step")

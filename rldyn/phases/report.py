@@ -1,4 +1,4 @@
-"""From a metrics file to phases.json, phases.png and a verdict (what the CLI runs)."""
+"""From a metrics log to phases.json, phases.png and a verdict (what the CLI runs)."""
 from __future__ import annotations
 
 import json
@@ -7,35 +7,51 @@ from typing import Mapping
 
 from rldyn.phases import io
 from rldyn.phases.detect import PhaseConfig, PhaseResult, detect
+from rldyn.phases.model import FIT_ROLES
 
 
 def write_json_atomic(path: str, obj: object) -> None:
-  """Writes JSON via a temporary file and a rename, so readers never see a torn file."""
+  """Writes strict JSON via a temporary file and a rename, so readers never see a torn file.
+
+  The temporary file is removed if serialising or writing fails.
+  """
   tmp = f"{path}.tmp{os.getpid()}"
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=2, allow_nan=False)
-    f.write("\n")
-  os.replace(tmp, path)
+  try:
+    with open(tmp, "w") as f:
+      json.dump(obj, f, indent=2, allow_nan=False)
+      f.write("\n")
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
 
 
 def analyse(metrics_path: str, out_dir: str, *, keys: Mapping[str, str] | None = None,
-            config: PhaseConfig = PhaseConfig(), plot: bool = True
+            config: PhaseConfig = PhaseConfig(), plot: bool = True, format: str = "auto"  # pylint: disable=redefined-builtin
             ) -> tuple[PhaseResult, io.MetricsLog]:
   """Reads a metrics log, detects, writes out_dir/phases.json (and phases.png).
 
   Args:
-    metrics_path: rldyn metrics.jsonl, or a foreign JSONL/CSV file.
+    metrics_path: rldyn metrics.jsonl, or another trainer's log (io.FORMATS).
     out_dir: where phases.json and phases.png go (created if needed).
     keys: rldyn name -> the log's name, for foreign logs.
     config: detector settings.
     plot: also write phases.png (needs matplotlib).
+    format: one of io.FORMATS ("auto" sniffs the file).
 
   Returns:
     The result and the log as read.
   """
-  log = io.read_metrics(metrics_path, keys=keys, names=[s.name for s in config.signals])
+  log = io.read_metrics(metrics_path, keys=keys, names=[s.name for s in config.signals],
+                        format=format)
   result = detect(log.records, config)
-  if log.bad_lines or log.no_step or log.step_from_index:
+  wanted = [s.name for s in config.signals if s.role in FIT_ROLES]
+  if all(result.signals[n].n == 0 for n in wanted) and log.fields:
+    shown = ", ".join(log.fields[:30]) + (", ..." if len(log.fields) > 30 else "")
+    result.reason += (f" The log's numeric fields are: {shown}. Name the phase signals with "
+                      f"--keys, e.g. --keys={wanted[0]}=<field>.")
+  if log.noteworthy:
     result.reason += f" Input: {log.summary()}."
   os.makedirs(out_dir, exist_ok=True)
   write_json_atomic(os.path.join(out_dir, "phases.json"), result.to_json())
