@@ -1,4 +1,4 @@
-"""Decoder: KV-cache decoding == full forward, causality, padding invariance, logical axes."""
+"""Decoder: KV-cache decoding == full forward, causality, padding invariance, q/k norms, logical axes."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -29,11 +29,16 @@ def test_param_count_and_axes(params):
   assert names == {"vocab", "embed", "mlp", "heads", "kv_heads", "head_dim"}
 
 
-@pytest.mark.parametrize("qkv_bias,tie", [(False, True), (True, False)])
-def test_kv_cache_decode_matches_full_forward(qkv_bias, tie):
-  cfg = M.ModelConfig(**{**CFG.__dict__, "qkv_bias": qkv_bias, "tie_embeddings": tie})
+@pytest.mark.parametrize("qkv_bias,tie,qk_norm,rope", [(False, True, False, "default"),
+                                                      (True, False, False, "linear"),
+                                                      (False, False, True, "llama3")])
+def test_kv_cache_decode_matches_full_forward(qkv_bias, tie, qk_norm, rope):
+  cfg = M.ModelConfig(**{**CFG.__dict__, "qkv_bias": qkv_bias, "tie_embeddings": tie,
+                         "qk_norm": qk_norm, "rope_scaling": rope, "rope_factor": 4.0,
+                         "rope_original_max_len": 16})
   params = M.init_params(cfg, jax.random.key(1))
-  if qkv_bias:  # make the biases matter
+  assert sum(x.size for x in jax.tree.leaves(params)) == cfg.num_params()
+  if qkv_bias or qk_norm:  # make the biases and norm scales matter
     params = jax.tree.map(lambda x: x + 0.1, params)
   tokens = jax.random.randint(jax.random.key(2), (2, 12), 0, cfg.vocab_size)
   full = _full(params, tokens, cfg=cfg)
@@ -56,6 +61,31 @@ def test_causality(params):
   a, b = _full(params, tokens), _full(params, changed)
   np.testing.assert_allclose(a[:, :6], b[:, :6], atol=1e-6)
   assert not np.allclose(a[:, 6:], b[:, 6:])
+
+
+def test_mask_free_path_is_plain_causal_attention(params):
+  """mask_BTS=None (the fused-kernel fast path) on the XLA path equals an explicit causal mask."""
+  tokens = jax.random.randint(jax.random.key(6), (2, 9), 0, CFG.vocab_size)
+  positions = jnp.broadcast_to(jnp.arange(9), (2, 9))
+  got = M.apply(CFG, params, tokens, positions, None)[0]
+  np.testing.assert_allclose(got, _full(params, tokens), atol=1e-6)
+
+
+def test_qk_norm_normalises_each_head():
+  """Qwen3 q/k norms: scaling a head's query and key projections leaves the logits unchanged."""
+  cfg = M.ModelConfig(**{**CFG.__dict__, "qk_norm": True})
+  params = M.init_params(cfg, jax.random.key(7))
+  attn = params["layers"]["0"]["self_attn"]
+  assert attn["q_norm"]["scale"].shape == attn["k_norm"]["scale"].shape == (CFG.head_dim,)
+  scaled = jax.tree.map(lambda x: x, params)
+  scaled["layers"]["0"]["self_attn"]["q_proj"]["kernel"] = attn["q_proj"]["kernel"] * 7.0
+  scaled["layers"]["0"]["self_attn"]["k_proj"]["kernel"] = attn["k_proj"]["kernel"] * 0.3
+  tokens = jax.random.randint(jax.random.key(8), (1, 8), 0, CFG.vocab_size)
+  np.testing.assert_allclose(_full(scaled, tokens, cfg=cfg), _full(params, tokens, cfg=cfg), atol=1e-4)
+  strip = lambda p: {**p, "layers": {i: {**layer, "self_attn": {
+      k: v for k, v in layer["self_attn"].items() if k not in ("q_norm", "k_norm")}}
+                                      for i, layer in p["layers"].items()}}
+  assert not np.allclose(_full(strip(scaled), tokens), _full(strip(params), tokens), atol=1e-2)
 
 
 def test_left_padding_is_invisible(params):
@@ -87,3 +117,11 @@ def test_config_errors():
     M.ModelConfig(vocab_size=10, n_heads=3, n_kv_heads=2)
   with pytest.raises(ValueError, match="valid"):
     M.ModelConfig(vocab_size=10, dtype="fp8")
+  with pytest.raises(ValueError, match="rope_scaling='yarn'; valid: default, linear, llama3"):
+    M.ModelConfig(vocab_size=10, rope_scaling="yarn")
+  with pytest.raises(ValueError, match="rope_factor must be > 0"):
+    M.ModelConfig(vocab_size=10, rope_scaling="linear", rope_factor=0.0)
+  with pytest.raises(ValueError, match="low_freq_factor <"):
+    M.ModelConfig(vocab_size=10, rope_scaling="llama3", rope_low_freq_factor=4.0)
+  with pytest.raises(ValueError, match="head_dim must be even"):
+    M.ModelConfig(vocab_size=10, head_dim=7)
