@@ -7,7 +7,7 @@
 # with tpu/delete.sh when done.
 #
 # Takes the flags of create.sh, setup.sh and launch.sh (see their --help); settings come from flags,
-# else environment variables, else tpu/config.env.
+# else environment variables, else tpu/config.env. --dry_run prints every command of the three.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 

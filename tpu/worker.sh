@@ -50,14 +50,11 @@ case ${1:-} in
     ;;
   _run)  # the detached session leader: runs rldyn, records its exit code
     shift
-    trap ':' TERM INT HUP  # rldyn gets the signal itself (stop signals the whole group); keep waiting
-    PYTHONUNBUFFERED=1 python3 -m rldyn.main "$@" &
-    child=$!
-    while :; do
-      rc=0
-      wait "$child" || rc=$?
-      kill -0 "$child" 2> /dev/null || break  # still alive: wait was interrupted by a signal
-    done
+    # The run gets SIGTERM itself (stop.sh signals the whole process group, a shutting-down VM every
+    # process). A trapped signal waits for the foreground command, so this shell records its exit code.
+    trap ':' TERM INT HUP
+    rc=0
+    PYTHONUNBUFFERED=1 python3 -m rldyn.main "$@" || rc=$?
     echo "=== $(stamp) $HOST exit $rc"
     echo "$rc" > "$EXIT"
     exit "$rc"
