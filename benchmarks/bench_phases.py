@@ -5,8 +5,12 @@
 
 Prints, for arc logs (boundary known): power (fraction detected), median and 90th
 percentile |tau_hat - tau| as % of the run length, and coverage of the 95 %
-interval, by noise level, length, shape, spacing and tails; for one-regime logs
-(pure decay, pure noise, monotone rise, decay + rise) the false-positive rate;
+interval, by noise level, length, shape, spacing and tails; the detection rate
+of every synthetic family (arc shapes, including `overlap`, whose planning
+signal dips and rises again from mid-consolidation; tau is the end of
+consolidation) on the whole bank and on the tracker's 12-log bank; for
+one-regime logs (pure decay, pure noise, monotone rise, decay + rise) the
+false-positive rate;
 AR(1) noise and a missing planning signal separately; the ruptures cross-check;
 the time of one fit on a 10,000-step log and the online detector's cost per update.
 Noise is the standard deviation relative to each signal's total change (1.0).
@@ -112,6 +116,11 @@ def _bank(reps: int, threshold: float) -> None:
   for tail in (None, 3.0):
     name = "gaussian" if tail is None else "student-t3"
     print(f"  {name:13s}: {_summary([r for r in mod if r['tail_df'] == tail])}")
+  print("-- detection rate by family, all noise levels / lengths / spacings / tails --")
+  for shape in ARC_SHAPES:
+    sub = [r for r in arcs if r["shape"] == shape]
+    print(f"  {shape:8s}: {sum(r['detected'] for r in sub):4d} / {len(sub):4d} = "
+          f"{np.mean([r['detected'] for r in sub]):.3f}")
   all_err = [100 * abs(r["cand"] - r["tau"]) / r["length"] for r in mod if r["cand"] is not None]
   print(f"  all moderate-noise arcs, best split even when not detected: median err "
         f"{np.median(all_err):.2f}%")
@@ -128,6 +137,28 @@ def _bank(reps: int, threshold: float) -> None:
         f"{np.mean([r['detected'] for r in ar if r['tau'] is None]):.3f}")
   print("\n== planning signal absent (execution only), moderate noise ==")
   print(f"  arcs : {_summary([r for r in rows if not r['planning']])}")
+
+
+def _tracker_bank() -> None:
+  """The 12-log bank per family (2 lengths x 2 spacings x 3 seeds, one heavy-tailed)."""
+  print("\n== tracker bank: 12 logs per family, noise 0.15 ==")
+  for shape in ARC_SHAPES + NULL_SHAPES:
+    counts = []
+    for clean in (True, False):
+      hits = 0
+      for length in (80, 400):
+        for spacing in ("regular", "uneven"):
+          for seed in range(3):
+            recs, _ = make_log(length, shape=shape, noise=0.15,
+                               spacing="regular" if clean else spacing,
+                               tail_df=None if clean or seed != 2 else 3.0,
+                               missing_frac=0.0 if clean else 0.05,
+                               seed=100 + seed + (10 * (spacing == "uneven") if clean else 0))
+            hits += detect(recs).detected
+      counts.append(hits)
+    kind = "detected" if shape in ARC_SHAPES else "false alarms"
+    print(f"  {shape:10s}: clean {counts[0]:2d}/12, with NaNs/gaps/heavy tails "
+          f"{counts[1]:2d}/12 {kind}")
 
 
 def _ruptures_check() -> None:
@@ -188,6 +219,7 @@ def main() -> None:
   parser.add_argument("--bic_threshold", type=float, default=PhaseConfig().bic_threshold)
   args = parser.parse_args()
   _bank(args.reps, args.bic_threshold)
+  _tracker_bank()
   _ruptures_check()
   _timings()
 

@@ -1,9 +1,10 @@
 """Two-phase arc detection from a metrics log (numpy only; never imports jax).
 
-The claim tested (SCIENCE.md §3, after HICRA, arXiv 2509.03646): RL first
+The claim tested (docs/phases.md, after HICRA, arXiv 2509.03646): RL first
 consolidates procedure -- execution-token entropy and relative perplexity fall --
 and then strategic planning becomes the bottleneck -- planning semantic entropy
-rises while execution entropy stays flat. `rldyn.phases` answers, from a log of
+rises while execution entropy stays flat. The phases may overlap: HICRA's Llama
+runs show planning diversity dipping and then rising from mid-consolidation. `rldyn.phases` answers, from a log of
 `(step, {metric: value})` records, *whether* that arc happened, *where* the
 boundary tau is, *how sure* it is, and says "no" when the data do not support it.
 
@@ -12,6 +13,11 @@ boundary tau is, *how sure* it is, and says "no" when the data do not support it
     result.detected, result.boundary_step, result.ci, result.confidence
     json.dump(result.to_json(), f)              # the phases.json contract
     python -m rldyn.phases --workdir=DIR        # DIR/phases.json, DIR/phases.png
+    python -m rldyn.phases --metrics=LOG --keys=entropy/execution=actor/entropy,...
+
+LOG may be another trainer's log as it comes (`io.FORMATS`): JSONL, CSV/TSV,
+verl's console log (`step:N - key:value - ...`), TensorBoard event files (read
+without TensorFlow) or TRL's `trainer_state.json`.
 
 The model
 ---------
@@ -46,10 +52,25 @@ fall after tau, and must rise significantly after (t >= 2) with its slope
 before at most 0.5 x its slope after. A role that is absent from the log is
 skipped and the `reason` says which half of the arc was not tested. Each
 signal's own best tau and interval are reported too (`boundary_alone`,
-`ci_alone`): if planning's interval lies entirely before execution's, the
-order is reversed (planning rises while execution is still falling) and the
-answer is no; if they disagree the other way (a gap between the phases), the
-arc is detected and the reason says the shared boundary is a compromise.
+`ci_alone`), and each half's own boundary from the joint profile of its
+signals: the *end of consolidation* (execution) and planning's *turn-up* (its
+minimum when it dips). If they disagree with a gap between the phases, the arc
+is detected and the reason says the shared boundary is a compromise.
+
+**Overlapping phases.** If planning's turn-up interval lies entirely before
+the end of consolidation, one shared tau cannot describe the run; the model
+then gives each half its own boundary (one more parameter in dBIC) and checks
+each half's pattern at its own boundary. It is the arc -- an execution
+consolidation followed by planning diversity rising above its earlier level --
+unless planning is back above its earlier level (the level it started from
+before a dip, else its level at the turn-up) clearly before consolidation ends
+(the range of that recovery step over planning's interval ends before the
+consolidation interval starts): then the planning rise comes first, the order
+is reversed, and the answer is no. When detected, `boundary_step` is the end of
+consolidation and the overlap is reported: per planning signal,
+`consolidation_end_step`, `overlap_steps` (end of consolidation minus the
+signal's own turn-up; > 0 overlap, < 0 gap), `recovery_step` and
+`recovery_ci`; and in the verdict.
 
 **How sure?** `ci` is the profile-likelihood interval for tau at 95 %
 (log-likelihood within chi2_1(0.95)/2 of its maximum; the hull of that set, so a
@@ -63,8 +84,14 @@ arc. The detector is deterministic (no resampling, no random state).
 
 Robustness
 ----------
-* NaN, None, inf, missing keys, torn lines: dropped per signal; signals may be
-  logged at different cadences; a step logged twice keeps its last value.
+* NaN, None, inf, missing keys, torn lines, non-UTF-8 bytes, absurd nesting,
+  400-digit numbers, oversized CSV fields: dropped per value or line and
+  counted; signals may be logged at different cadences; a step logged twice
+  keeps its last value. The reader and detector never raise on content.
+* Scale: each signal is standardised (exact power-of-two prescale, median,
+  standard deviation) before fitting, so values near 1e300, at 1e-20 or on an
+  offset of 1e9 give the same answer as at unit scale; reported levels and
+  slopes are in the log's units.
 * Uneven spacing: the regression is in step units, never in record index.
 * Heavy tails: values are winsorised at running median +- 3 robust sigma (MAD).
   Smoothing is used only for that and for display; fits use the raw values, so
@@ -103,6 +130,7 @@ from rldyn.phases.detect import SignalSpec
 from rldyn.phases.detect import detect
 from rldyn.phases.detect import fit_phases
 from rldyn.phases.detect import records_to_series
+from rldyn.phases.io import FORMATS
 from rldyn.phases.io import MetricsLog
 from rldyn.phases.io import parse_keys
 from rldyn.phases.io import read_metrics
@@ -111,6 +139,6 @@ from rldyn.phases.report import analyse
 
 __all__ = [
     "DEFAULT_SIGNALS", "PhaseConfig", "PhaseResult", "SignalFit", "SignalSpec", "detect",
-    "fit_phases", "records_to_series", "MetricsLog", "parse_keys", "read_metrics",
+    "fit_phases", "records_to_series", "FORMATS", "MetricsLog", "parse_keys", "read_metrics",
     "OnlinePhaseDetector", "analyse",
 ]
