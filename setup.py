@@ -5,8 +5,11 @@ setuptools.setup(
     name="rldyn",
     version="0.1.0",
     description="What does RL post-training teach reasoning models? Measure it.",
-    packages=setuptools.find_packages(include=["rldyn", "rldyn.*"]),
-    package_data={"rldyn": ["data/*.json"]},
+    # The studies in experiments/ install as rldyn.experiments, so `rldyn-train --config=two_phase` works
+    # outside a checkout too.
+    packages=setuptools.find_packages(include=["rldyn", "rldyn.*"]) + ["rldyn.experiments"],
+    package_dir={"rldyn.experiments": "experiments"},
+    package_data={"rldyn": ["data/*.json"], "rldyn.experiments": ["README.md"]},
     python_requires=">=3.10",
     install_requires=[
         "jax>=0.6",
@@ -33,7 +36,7 @@ setuptools.setup(
             "rldyn-train=rldyn.main:entry",
             "rldyn-phases=rldyn.phases.__main__:entry",
             "rldyn-replay=rldyn.replay.__main__:entry",
-            "rldyn-roles=rldyn.roles:main",
+            "rldyn-roles=rldyn.roles.__main__:entry",
         ]
     },
 )

@@ -21,16 +21,16 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.common import banner  # noqa: E402
-from rldyn import configs  # noqa: E402
+from rldyn import config as config_lib  # noqa: E402
 from rldyn import launch  # noqa: E402
 from rldyn.replay import runner  # noqa: E402
 
 
 def build_run(size: str, root: str) -> str:
   workdir = os.path.join(root, f"run_{size}")
-  c = configs.default()
+  c = config_lib.default()
   if size == "smoke":
-    configs.shrink(c)
+    config_lib.shrink(c)
   c.pretrain.steps = 10
   c.pretrain.eval_samples = 1
   c.task.eval_size = 16

@@ -18,7 +18,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks.common import banner, best_of  # noqa: E402
-from rldyn import configs, data, launch, parallel, sampling, state as state_lib  # noqa: E402
+from rldyn import config as config_lib, data, launch, parallel, sampling, state as state_lib  # noqa: E402
 from rldyn.metrics import entropy as entropy_lib  # noqa: E402
 from rldyn.optim import make_optimizer  # noqa: E402
 from rldyn.rl import step as step_lib  # noqa: E402
@@ -31,7 +31,7 @@ def main():
   ap.add_argument("--new", type=int, default=96)
   args = ap.parse_args()
   banner("rl step")
-  c = configs.default()
+  c = config_lib.default()
   c.sampling.max_new_tokens = args.new
   cfg, task, mesh = launch.prepare(c, "/tmp/rldyn/bench_rl_step")
   params = state_lib.init_params(cfg.model, mesh, jax.random.key(0))

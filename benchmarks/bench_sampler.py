@@ -71,9 +71,9 @@ def main():
 
 def bench_pretrain_step():
   """Tokens/s of the default pretraining step (packed countdown traces, the demo model)."""
-  from rldyn import configs, launch, parallel, pretrain, state as state_lib  # pylint: disable=g-import-not-at-top
+  from rldyn import config as config_lib, launch, parallel, pretrain, state as state_lib  # pylint: disable=g-import-not-at-top
   from rldyn.optim import make_optimizer  # pylint: disable=g-import-not-at-top
-  c = configs.default()
+  c = config_lib.default()
   c.stage = "pretrain"
   cfg, task, mesh = launch.prepare(c, "/tmp/rldyn/bench_sampler")
   tx = make_optimizer(cfg.pretrain.optim, cfg.pretrain.steps)

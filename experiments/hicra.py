@@ -16,7 +16,7 @@ strategic-gram tagger's planning tokens, the text-only recipe). Append `,smoke` 
 for the CPU/CI size.
 """
 
-from rldyn import configs
+from rldyn import config as config_lib
 
 ARMS = ("grpo", "hicra", "placebo", "lexicon")
 
@@ -26,9 +26,9 @@ def get_config(arg: str = "hicra"):
   arm = parts[0] if parts else "hicra"
   if arm not in ARMS or any(p != "smoke" for p in parts[1:]):
     raise ValueError(f"unknown variant {arg!r}; valid: one of {ARMS}, optionally followed by ',smoke'")
-  c = configs.default()
+  c = config_lib.default()
   if "smoke" in parts[1:]:
-    configs.shrink(c)
+    config_lib.shrink(c)
   if arm != "grpo":
     c.advantage.transform = "hicra"
     c.advantage.hicra_alpha = 0.2

@@ -7,14 +7,14 @@ Writes WORKDIR/base/ (params, info.json with held-out greedy accuracy and sample
 reuses it with --config.base_workdir=WORKDIR.
 """
 
-from rldyn import configs
+from rldyn import config as config_lib
 
 
 def get_config(arg: str = ""):
-  c = configs.default()
+  c = config_lib.default()
   c.stage = "pretrain"
   if arg == "smoke":
-    configs.shrink(c)
+    config_lib.shrink(c)
   elif arg:
     raise ValueError(f"unknown variant {arg!r}; valid: '' (default), smoke")
   return c

@@ -10,13 +10,13 @@ Pretrains a small base model on imperfect countdown search traces (unless the wo
   smoke   seconds; CI
 """
 
-from rldyn import configs
+from rldyn import config as config_lib
 
 
 def get_config(arg: str = ""):
-  c = configs.default()
+  c = config_lib.default()
   if arg == "smoke":
-    configs.shrink(c)
+    config_lib.shrink(c)
   elif arg:
     raise ValueError(f"unknown variant {arg!r}; valid: '' (default), smoke")
   return c

@@ -20,9 +20,10 @@ import orbax.checkpoint as ocp
 class Checkpointer:
   """Saves and restores (state pytree, meta dict) pairs under `directory`."""
 
-  def __init__(self, directory: str, keep: int = 3, async_save: bool = True):
+  def __init__(self, directory: str, keep: int = -1, async_save: bool = True):
+    """keep: the newest checkpoints kept (-1 = all)."""
     self.directory = os.path.abspath(directory)
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, cleanup_tmp_directories=True,
+    options = ocp.CheckpointManagerOptions(max_to_keep=None if keep == -1 else keep, create=True, cleanup_tmp_directories=True,
                                            enable_async_checkpointing=async_save)
     self._mngr = ocp.CheckpointManager(self.directory, options=options)
 

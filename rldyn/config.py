@@ -1,9 +1,19 @@
-"""Typed, frozen configuration built from an ml_collections ConfigDict at the boundary.
+"""The one source of configuration: typed, frozen dataclasses whose defaults ARE the default study.
 
-Experiment files (`experiments/*.py`) define every key with a one-line comment; `load(config_dict)` turns
-the ConfigDict into these dataclasses, which validate themselves. Library code only ever sees the
-dataclasses: no `config.get(key, default)` anywhere. Unknown keys and bad values fail here, before any
-compile, with a message that names the valid choices.
+    c = config.default()            # an ml_collections ConfigDict with every key, built from the classes
+    config.shrink(c)                # the `smoke` variant (seconds on CPU)
+    cfg = config.load(c, vocab_size=..., pad_id=..., stop_tokens=...)   # -> Config (validated)
+    config.validate(cfg, num_devices)                                     # cross-field checks
+
+Experiment files (`experiments/*.py`) start from `default()` and override what their study changes; every
+key is a dataclass field below with a one-line comment (docs/config.md lists them all). `load` turns the
+ConfigDict into these dataclasses, which check their own ranges; a missing or unknown key is an error
+naming the valid keys. `validate` holds every check that spans fields or consults a registry, so a bad
+launch fails before anything is compiled or written. Library code only sees the dataclasses: no
+`config.get(key, default)` anywhere.
+
+A few fields are not config keys because they follow from the task's tokenizer (DERIVED): the model's
+`vocab_size` and the sampler's `pad_id` and `stop_tokens`.
 """
 
 from __future__ import annotations
@@ -12,234 +22,339 @@ import dataclasses
 import json
 from typing import Any
 
+from ml_collections import config_dict
+
 from rldyn import sampling
 from rldyn.model import ModelConfig
 from rldyn.parallel import MeshConfig
 
 
-def build(cls, section: str, values: dict, **extra):
-  """cls(**values, **extra), rejecting unknown keys with the list of valid ones."""
-  valid = {f.name for f in dataclasses.fields(cls)} - set(extra)
-  unknown = set(values) - valid
-  if unknown:
-    raise ValueError(f"unknown config key(s) {sorted(f'{section}.{k}' for k in unknown)}; "
-                     f"valid keys in {section}: {sorted(valid)}")
-  return cls(**values, **extra)
+class ConfigError(ValueError):
+  """A config key, value or registry name that cannot work; the message names the valid choices."""
+
+
+# Fields filled from the task's tokenizer, not from the ConfigDict: section -> field names.
+DERIVED = {"model": ("vocab_size",), "sampling": ("pad_id", "stop_tokens")}
+# Default countdown world of the default study (the task's own config class holds its library defaults).
+DEFAULT_TASK_OPTIONS = (
+    ("num_count", 3),  # numbers per problem
+    ("max_number", 12),  # numbers are drawn from 1..max_number
+    ("max_target", 60),  # targets lie in 1..max_target
+    ("budget", 8),  # most tries in a reference trace before it says `fail`
+    ("error_rate", 0.1),  # P(a written intermediate result is wrong) in reference traces
+    ("max_error", 3),  # a wrong result is off by 1..max_error
+    ("strategy_mix", (("greedy", 0.5), ("dfs", 0.25), ("random", 0.25))),  # reference search strategies
+)
 
 
 @dataclasses.dataclass(frozen=True)
 class TaskConfig:
-  name: str
-  options: tuple = ()  # (key, value) pairs passed to the task's own config dataclass
-  eval_size: int = 200
-  eval_seed: int = 0
+  name: str = "countdown"  # a name from rldyn.tasks.TASKS
+  options: tuple = DEFAULT_TASK_OPTIONS  # (key, value) pairs for the task's own config dataclass
+  eval_size: int = 200  # held-out problems in the TFDS eval set
+  eval_seed: int = 0  # which held-out set
   data_dir: str = ""  # where TFDS eval sets are materialised ("" = ~/.cache/rldyn/tfds)
+
+  def __post_init__(self):
+    if self.eval_size <= 0:
+      raise ConfigError(f"task.eval_size must be positive, got {self.eval_size}")
 
   @property
   def kwargs(self) -> dict:
-    return dict(self.options)
+    return {k: (dict(v) if _is_pairs(v) else v) for k, v in self.options}
 
 
 @dataclasses.dataclass(frozen=True)
 class OptimConfig:
-  lr: float = 1e-3
-  warmup_steps: int = 50
-  decay: str = "cosine"  # cosine | constant
-  weight_decay: float = 0.01
-  b1: float = 0.9
-  b2: float = 0.95
-  grad_clip: float = 1.0
+  lr: float = 1e-3  # peak learning rate
+  warmup_steps: int = 50  # linear warmup from 0
+  decay: str = "cosine"  # cosine (to 0.1 lr at the last step) | constant
+  weight_decay: float = 0.01  # AdamW decoupled weight decay
+  b1: float = 0.9  # Adam beta1
+  b2: float = 0.95  # Adam beta2
+  grad_clip: float = 1.0  # global-norm clip
 
   def __post_init__(self):
     if self.decay not in ("cosine", "constant"):
-      raise ValueError(f"optim.decay={self.decay!r}; valid: cosine, constant")
+      raise ConfigError(f"optim.decay={self.decay!r}; valid: constant, cosine")
     if not self.lr > 0:
-      raise ValueError(f"optim.lr must be > 0, got {self.lr}")
+      raise ConfigError(f"optim.lr must be > 0, got {self.lr}")
 
 
 @dataclasses.dataclass(frozen=True)
 class PretrainConfig:
-  steps: int = 2000
-  batch_size: int = 64
-  seq_len: int = 128
-  log_every: int = 100
-  eval_every: int = 0  # 0 = only at the end
-  checkpoint_every: int = 500
-  eval_samples: int = 4  # sampled completions per eval problem for pass@1
-  optim: OptimConfig = OptimConfig()
+  steps: int = 900  # supervised steps on reference traces
+  batch_size: int = 16  # packed sequences per step
+  seq_len: int = 192  # training sequence length (prompt + response + eos)
+  log_every: int = 100  # steps between log lines
+  eval_every: int = 0  # steps between held-out evaluations (0 = once at the end)
+  checkpoint_every: int = 500  # steps between resumable pretraining checkpoints
+  eval_samples: int = 4  # sampled completions per held-out problem for pass@1
+  optim: OptimConfig = OptimConfig(lr=3e-3, warmup_steps=100, decay="cosine", weight_decay=0.01,
+                                   b2=0.95)  # AdamW + warmup + cosine
   time_budget_s: float = 0.0  # > 0: stop early when this much wall time has passed
 
 
 @dataclasses.dataclass(frozen=True)
 class RLConfig:
-  steps: int = 200
-  prompts_per_step: int = 16
-  group_size: int = 8
+  steps: int = 200  # RL steps (one rollout batch each)
+  prompts_per_step: int = 16  # prompts per rollout batch
+  group_size: int = 8  # responses per prompt (GRPO group)
   updates_per_batch: int = 2  # minibatches per rollout batch, one optimizer update each
-  optim: OptimConfig = OptimConfig(lr=5e-5, warmup_steps=0, decay="constant", weight_decay=0.0)
+  optim: OptimConfig = OptimConfig(lr=1e-4, warmup_steps=0, decay="constant", weight_decay=0.0,
+                                   b2=0.999)  # AdamW, constant lr
 
   def __post_init__(self):
     for k in ("steps", "prompts_per_step", "group_size", "updates_per_batch"):
       if getattr(self, k) <= 0:
-        raise ValueError(f"rl.{k} must be positive, got {getattr(self, k)}")
-    if (self.prompts_per_step * self.group_size) % self.updates_per_batch:
-      raise ValueError(f"rl.prompts_per_step * rl.group_size = {self.prompts_per_step * self.group_size} "
-                       f"must be divisible by rl.updates_per_batch = {self.updates_per_batch}")
+        raise ConfigError(f"rl.{k} must be positive, got {getattr(self, k)}")
 
 
 @dataclasses.dataclass(frozen=True)
 class RewardConfig:
-  name: str = "ground_truth"
+  name: str = "ground_truth"  # a name from rldyn.rl.rewards.REWARDS
   random_p: float = 0.5  # Bernoulli γ of the `random` reward
   seed: int = 0  # seed of the reward's own randomness (random reward, wrong labels)
 
 
 @dataclasses.dataclass(frozen=True)
 class AdvantageConfig:
-  name: str = "grpo"
-  eps: float = 1e-6
-  std_ddof: int = 0  # 0 = population std; verl uses 1
-  transform: str = "none"  # none | hicra (role-aware token transform)
-  hicra_alpha: float = 0.2
+  name: str = "grpo"  # a name from rldyn.rl.advantages.ADVANTAGES: grpo | drgrpo | rloo
+  eps: float = 1e-6  # std floor of grpo
+  std_ddof: int = 0  # 0 = population std; 1 = unbiased (verl)
+  transform: str = "none"  # none | hicra: A + α|A| on the tagger's planning tokens
+  hicra_alpha: float = 0.2  # HICRA α (0 = identity)
 
 
 @dataclasses.dataclass(frozen=True)
 class LossConfig:
-  name: str = "clipped"
-  aggregation: str = "token-mean"
-  eps_low: float = 0.2
-  eps_high: float = 0.2
-  dual_clip: float = 0.0  # c > 1 enables the dual clip for A < 0; 0 = off
+  name: str = "clipped"  # clipped | vanilla
+  aggregation: str = "token-mean"  # token-mean | seq-mean-token-mean | seq-mean-token-sum-norm
+  eps_low: float = 0.2  # lower clip range
+  eps_high: float = 0.2  # upper clip range (clip-higher: 0.28 DAPO, 0.4 ProRL)
+  dual_clip: float = 0.0  # dual-clip constant c > 1 for A < 0 (0 = off; 3 is usual)
   kl_coef: float = 0.0  # β of the KL-to-reference loss term
-  kl_estimator: str = "k3"
-  entropy_coef: float = 0.0
+  kl_estimator: str = "k3"  # k1 | k2 | k3
+  entropy_coef: float = 0.0  # entropy bonus coefficient
 
   def __post_init__(self):
     if self.dual_clip and self.dual_clip <= 1.0:
-      raise ValueError(f"loss.dual_clip must be > 1 (or 0 = off), got {self.dual_clip}")
+      raise ConfigError(f"loss.dual_clip must be > 1 (or 0 = off), got {self.dual_clip}")
     if self.eps_low < 0 or self.eps_high < 0:
-      raise ValueError("loss.eps_low and loss.eps_high must be >= 0")
+      raise ConfigError("loss.eps_low and loss.eps_high must be >= 0")
 
 
 @dataclasses.dataclass(frozen=True)
 class RolesConfig:
-  tagger: str = "structural"
-  lexicon_path: str = ""  # lexicon JSON path or shipped name ("" = the task's default)
+  tagger: str = "structural"  # structural (task ground truth) | lexicon | placebo | spans
+  lexicon_path: str = ""  # strategic-gram lexicon: a JSON path or shipped name ("" = the task's default)
   placebo_of: str = "structural"  # the tagger whose planning density `placebo` copies
-  seed: int = 0  # placebo seed (folded with the step)
+  seed: int = 0  # placebo mask seed (folded with the step)
   span_patterns: tuple = ()  # regexes for the `spans` tagger (() = <think>…</think> and tag spans)
 
 
 @dataclasses.dataclass(frozen=True)
 class CheckpointConfig:
-  every: int = 50
-  keep: int = 3
+  every: int = 50  # RL steps between checkpoints
+  keep: int = -1  # newest checkpoints kept (-1 = all, so replay sees the whole run)
+
+  def __post_init__(self):
+    if self.keep == 0 or self.keep < -1:
+      raise ConfigError(f"checkpoint.keep must be >= 1, or -1 to keep all, got {self.keep}")
 
 
 @dataclasses.dataclass(frozen=True)
 class EvalConfig:
-  every: int = 50
+  every: int = 50  # RL steps between held-out evaluations (and at step 0)
   samples: int = 4  # sampled completions per problem for eval/pass@1
 
 
 @dataclasses.dataclass(frozen=True)
 class LogConfig:
-  every: int = 10  # progress line interval
+  every: int = 10  # RL steps between progress lines and decoded samples
   samples: int = 4  # decoded rollouts written to samples/ per logged step
-  tensorboard: bool = False
+  tensorboard: bool = False  # mirror metrics to WORKDIR/tensorboard (needs tensorboardX)
 
 
 @dataclasses.dataclass(frozen=True)
 class PhasesConfig:
-  online: bool = True  # run the online phase detector in the loop (emits phase_boundary events)
+  online: bool = True  # run the online phase detector in the loop (writes phase_boundary events)
   refit_every: int = 25  # steps between online refits
 
 
 @dataclasses.dataclass(frozen=True)
 class FaultConfig:
-  on_nonfinite: str = "skip"  # skip | halt
+  on_nonfinite: str = "skip"  # skip: drop a non-finite update, log an event | halt: stop the run
 
   def __post_init__(self):
     if self.on_nonfinite not in ("skip", "halt"):
-      raise ValueError(f"fault.on_nonfinite={self.on_nonfinite!r}; valid: halt, skip")
+      raise ConfigError(f"fault.on_nonfinite={self.on_nonfinite!r}; valid: halt, skip")
+
+
+STAGES = ("pretrain", "rl")
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-  """Everything one launch needs."""
+  """Everything one launch needs; the defaults are the default study (`make demo`)."""
 
-  seed: int
-  task: TaskConfig
-  model: ModelConfig
-  mesh: MeshConfig
-  sampling: sampling.SamplingConfig
-  pretrain: PretrainConfig
-  rl: RLConfig
-  reward: RewardConfig
-  advantage: AdvantageConfig
-  loss: LossConfig
-  roles: RolesConfig
-  checkpoint: CheckpointConfig
-  eval: EvalConfig
-  log: LogConfig
-  fault: FaultConfig
-  phases: PhasesConfig
-  base_workdir: str = ""
-  resume_anyway: bool = False
-  stage: str = "rl"  # pretrain | rl (rl pretrains the base first when the workdir has none)
+  seed: int = 0  # every random stream derives from this, a purpose and the step
+  stage: str = "rl"  # pretrain: train the base only | rl: RL (the launcher pretrains a missing base first)
+  base_workdir: str = ""  # reuse the base model of another workdir instead of pretraining one
+  resume_anyway: bool = False  # continue a workdir whose saved config differs from this one
+  task: TaskConfig = TaskConfig()
+  model: ModelConfig = ModelConfig(vocab_size=1)  # vocab_size comes from the task's tokenizer
+  mesh: MeshConfig = MeshConfig()
+  sampling: sampling.SamplingConfig = sampling.SamplingConfig()
+  pretrain: PretrainConfig = PretrainConfig()
+  rl: RLConfig = RLConfig()
+  reward: RewardConfig = RewardConfig()
+  advantage: AdvantageConfig = AdvantageConfig()
+  loss: LossConfig = LossConfig()
+  roles: RolesConfig = RolesConfig()
+  checkpoint: CheckpointConfig = CheckpointConfig()
+  eval: EvalConfig = EvalConfig()
+  log: LogConfig = LogConfig()
+  fault: FaultConfig = FaultConfig()
+  phases: PhasesConfig = PhasesConfig()
 
-
-def _plain(x):
-  return x.to_dict() if hasattr(x, "to_dict") else dict(x)
-
-
-def _optim(section: str, d: dict, defaults: OptimConfig) -> OptimConfig:
-  return build(OptimConfig, section, {**dataclasses.asdict(defaults), **d})
+  def __post_init__(self):
+    if self.stage not in STAGES:
+      raise ConfigError(f"config.stage={self.stage!r}; valid: {', '.join(STAGES)}")
+    if self.seed < 0:
+      raise ConfigError(f"seed must be >= 0, got {self.seed}")
 
 
-def load(cd: Any, vocab_size: int, pad_id: int, stop_tokens: tuple[int, ...]) -> Config:
-  """Validates a ConfigDict (or dict) and returns the typed Config."""
-  d = _plain(cd)
-  sections = {f.name for f in dataclasses.fields(Config)}
-  unknown = set(d) - sections
+# ---- ConfigDict <-> dataclasses ------------------------------------------------------------------------
+
+def _is_pairs(v: Any) -> bool:
+  return isinstance(v, tuple) and bool(v) and all(isinstance(p, tuple) and len(p) == 2 and
+                                                    isinstance(p[0], str) for p in v)
+
+
+def _to_cd_value(v: Any) -> Any:
+  if dataclasses.is_dataclass(v):
+    return _section_dict(v)
+  if _is_pairs(v):  # task options and strategy mixes: name -> value, in order
+    return config_dict.ConfigDict({k: _to_cd_value(x) for k, x in v})
+  return v
+
+
+def _section_dict(obj: Any, section: str = "") -> config_dict.ConfigDict:
+  derived = DERIVED.get(section, ())
+  return config_dict.ConfigDict({f.name: _to_cd_value(getattr(obj, f.name))
+                                 for f in dataclasses.fields(obj) if f.name not in derived})
+
+
+def default() -> config_dict.ConfigDict:
+  """The default study as a ConfigDict: every key, with the dataclasses' defaults."""
+  c = config_dict.ConfigDict()
+  for f in dataclasses.fields(Config):
+    value = getattr(Config(), f.name)
+    c[f.name] = _section_dict(value, f.name) if dataclasses.is_dataclass(value) else value
+  return c
+
+
+def shrink(c: config_dict.ConfigDict) -> None:
+  """The `smoke` variant: a tiny model, batch and step count that run in seconds on CPU (CI)."""
+  c.model.d_model = 32
+  c.model.n_layers = 2
+  c.model.n_heads = 4
+  c.model.n_kv_heads = 2
+  c.model.head_dim = 8
+  c.model.d_ff = 64
+  c.sampling.max_new_tokens = 32
+  c.pretrain.steps = 20
+  c.pretrain.batch_size = 16
+  c.pretrain.seq_len = 96
+  c.pretrain.log_every = 10
+  c.pretrain.eval_samples = 2
+  c.task.eval_size = 16
+  c.rl.steps = 3
+  c.rl.prompts_per_step = 4
+  c.rl.group_size = 4
+  c.rl.updates_per_batch = 2
+  c.eval.every = 2
+  c.eval.samples = 2
+  c.checkpoint.every = 2
+  c.log.every = 1
+
+
+def _plain(x: Any) -> Any:
+  return x.to_dict() if hasattr(x, "to_dict") else x
+
+
+def _pairs(v: Any) -> Any:
+  """Mappings (task options, strategy mixes) become ordered (key, value) tuples, recursively."""
+  v = _plain(v)
+  if isinstance(v, dict):
+    return tuple((str(k), _pairs(x)) for k, x in v.items())
+  if isinstance(v, list):
+    return tuple(_pairs(x) for x in v)
+  return v
+
+
+def _build(cls: type, section: str, values: Any, strict: bool, derived: dict[str, dict]) -> Any:
+  """cls(**values) with nested sections, rejecting unknown (and, if strict, missing) keys.
+
+  derived: section path -> the values of its DERIVED fields.
+  """
+  values = dict(_plain(values)) if values is not None else {}
+  extra = derived.get(section, {})
+  fields = {f.name: f for f in dataclasses.fields(cls)}
+  valid = set(fields) - set(extra)
+  name_of = lambda k: f"{section}.{k}" if section else k  # noqa: E731
+  unknown = sorted(set(values) - valid)
   if unknown:
-    raise ValueError(f"unknown top-level config key(s) {sorted(unknown)}; valid: {sorted(sections)}")
-  get = lambda k: _plain(d.get(k, {}))  # noqa: E731  (absent sections take their defaults)
-  task = get("task")
-  task_cfg = build(TaskConfig, "task", {**task, "options": tuple(sorted(_plain(task.get("options", {}))
-                                                                        .items()))})
-  pre = get("pretrain")
-  pre_cfg = build(PretrainConfig, "pretrain", {**pre, "optim": _optim(
-      "pretrain.optim", _plain(pre.get("optim", {})), PretrainConfig.optim)})
-  rl = get("rl")
-  rl_cfg = build(RLConfig, "rl", {**rl, "optim": _optim("rl.optim", _plain(rl.get("optim", {})),
-                                                         RLConfig.optim)})
-  samp = get("sampling")
-  samp = {**samp, "stop_sequences": tuple(tuple(s) for s in samp.get("stop_sequences", ()))}
-  return Config(
-      seed=int(d.get("seed", 0)),
-      task=task_cfg,
-      model=build(ModelConfig, "model", get("model"), vocab_size=vocab_size),
-      mesh=build(MeshConfig, "mesh", get("mesh")),
-      sampling=build(sampling.SamplingConfig, "sampling", samp, pad_id=pad_id,
-                     stop_tokens=stop_tokens),
-      pretrain=pre_cfg,
-      rl=rl_cfg,
-      reward=build(RewardConfig, "reward", get("reward")),
-      advantage=build(AdvantageConfig, "advantage", get("advantage")),
-      loss=build(LossConfig, "loss", get("loss")),
-      roles=build(RolesConfig, "roles", {**get("roles"), "span_patterns": tuple(
-          get("roles").get("span_patterns", ()))}),
-      checkpoint=build(CheckpointConfig, "checkpoint", get("checkpoint")),
-      eval=build(EvalConfig, "eval", get("eval")),
-      log=build(LogConfig, "log", get("log")),
-      fault=build(FaultConfig, "fault", get("fault")),
-      phases=build(PhasesConfig, "phases", get("phases")),
-      base_workdir=str(d.get("base_workdir", "")),
-      resume_anyway=bool(d.get("resume_anyway", False)),
-      stage=str(d.get("stage", "rl")),
-  )
+    raise ConfigError(f"unknown config key(s) {[name_of(k) for k in unknown]}; "
+                      f"valid keys{' in ' + section if section else ''}: {sorted(valid)}")
+  missing = sorted(valid - set(values))
+  if strict and missing:
+    raise ConfigError(f"config key(s) {[name_of(k) for k in missing]} missing; start experiment "
+                      "configs from rldyn.config.default(), which has every key")
+  kwargs = dict(extra)
+  for name in valid & set(values):
+    default, v = fields[name].default, values[name]
+    if dataclasses.is_dataclass(default):
+      kwargs[name] = _build(type(default), name_of(name), v, strict, derived)
+    elif isinstance(default, tuple):  # task options, span patterns, stop sequences
+      kwargs[name] = _pairs(v)
+    else:
+      kwargs[name] = _plain(v)
+  try:
+    return cls(**kwargs)
+  except ConfigError:
+    raise
+  except (ValueError, TypeError) as e:
+    raise ConfigError(str(e)) from e
+
+
+def load(cd: Any, vocab_size: int, pad_id: int, stop_tokens: tuple[int, ...], strict: bool = True
+         ) -> Config:
+  """A ConfigDict (or dict) -> the typed, self-checked Config.
+
+  strict=False fills keys the dict lacks with today's defaults (reading an older run's config.json).
+  """
+  derived = {"model": {"vocab_size": vocab_size},
+             "sampling": {"pad_id": pad_id, "stop_tokens": tuple(stop_tokens)}}
+  return _build(Config, "", cd, strict, derived)
+
+
+def to_dict(cfg: Config) -> dict:
+  return json.loads(to_json(cfg))
 
 
 def to_json(cfg: Config) -> str:
   return json.dumps(dataclasses.asdict(cfg), indent=2, sort_keys=True)
+
+
+def from_saved(d: dict, vocab_size: int, pad_id: int, stop_tokens: tuple[int, ...]) -> Config:
+  """The Config of a saved config.json (derived fields dropped and recomputed; newer keys defaulted)."""
+  d = json.loads(json.dumps(d))
+  for section, names in DERIVED.items():
+    for n in names:
+      d.get(section, {}).pop(n, None)
+  if "task" in d and isinstance(d["task"].get("options"), list):
+    d["task"]["options"] = {k: (dict(v) if isinstance(v, list) and v and all(
+        isinstance(p, list) and len(p) == 2 for p in v) else v) for k, v in d["task"]["options"]}
+  return load(d, vocab_size, pad_id, stop_tokens, strict=False)

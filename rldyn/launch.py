@@ -1,55 +1,192 @@
 """From a ConfigDict and a workdir to a finished stage: `run(config_dict, workdir)`.
 
-`stage = "pretrain"` trains the base model into WORKDIR/base; `stage = "rl"` runs the RL loop (and first
-pretrains the base when neither the workdir nor `base_workdir` has one).
+    prepare(config_dict, workdir)   # config -> (cfg, task, mesh, wd); every check, nothing written
+    run(config_dict, workdir)       # prepare, claim the workdir, pretrain the base if needed, RL
+
+`stage = "pretrain"` trains the base model into WORKDIR/base. `stage = "rl"` runs the RL loop on the base
+in WORKDIR/base, or on `base_workdir`'s, or (neither existing) on one this launcher pretrains first.
+Everything that can be checked without compiling is checked in `prepare`, before anything is written: a
+rejected launch leaves the workdir as it was (a ConfigError names the problem and the valid choices).
 """
 
 from __future__ import annotations
 
-import os
+import dataclasses
+import re
 
 import jax
 
 from rldyn import config as config_lib
 from rldyn import parallel
 from rldyn import pretrain
+from rldyn import roles as roles_lib
+from rldyn import summary
+from rldyn.config import Config, ConfigError
+from rldyn.rl import advantages as adv_lib
+from rldyn.rl import losses
+from rldyn.rl import rewards as rewards_lib
 from rldyn.tasks import make_task
+from rldyn.tasks.base import Task
+from rldyn.workdir import Workdir
 
-STAGES = ("pretrain", "rl")
+# Model fields that change parameter shapes (dtypes and the attention kernel may differ from the base's).
+SHAPE_KEYS = ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim", "d_ff", "qkv_bias",
+              "tie_embeddings")
+# Keys a rerun may change on an existing workdir: the run continues (docs/workdir.md).
+EXTENDABLE = ("resume_anyway", "rl.steps")
 
 
-def prepare(config_dict, workdir: str):
-  """Validates everything that can be checked without compiling: (cfg, task, mesh)."""
+def validate(cfg: Config, num_devices: int) -> None:
+  """Every check that spans fields or consults a registry (ConfigError naming the valid choices)."""
+  rewards_lib.REWARDS.get(cfg.reward.name)
+  adv_lib.ADVANTAGES.get(cfg.advantage.name)
+  adv_lib.check_group_size(cfg.advantage.name, cfg.rl.group_size)
+  adv_lib.TRANSFORMS.get(cfg.advantage.transform)
+  losses.POLICY_LOSSES.get(cfg.loss.name)
+  losses.AGGREGATIONS.get(cfg.loss.aggregation)
+  losses.KL_ESTIMATORS.get(cfg.loss.kl_estimator)
+  roles_lib.TAGGERS.get(cfg.roles.tagger)
+  roles_lib.TAGGERS.get(cfg.roles.placebo_of)
+  for p in cfg.roles.span_patterns:
+    try:
+      re.compile(p)
+    except re.error as e:
+      raise ConfigError(f"roles.span_patterns: {p!r} is not a valid regex ({e})") from e
+  data, fsdp, _ = cfg.mesh.resolve(num_devices)
+  dp = data * fsdp
+  batch = cfg.rl.prompts_per_step * cfg.rl.group_size
+  if batch % cfg.rl.updates_per_batch:
+    raise ConfigError(f"rl.prompts_per_step * rl.group_size = {batch} must be divisible by "
+                      f"rl.updates_per_batch = {cfg.rl.updates_per_batch}")
+  if (batch // cfg.rl.updates_per_batch) % dp:
+    raise ConfigError(f"each minibatch has {batch // cfg.rl.updates_per_batch} rows (rl.prompts_per_step * "
+                      f"rl.group_size / rl.updates_per_batch) but the mesh's data axis (mesh.data * "
+                      f"mesh.fsdp) is {dp}: change rl.prompts_per_step or rl.updates_per_batch so {dp} "
+                      "divides it")
+  if cfg.pretrain.batch_size % dp:
+    raise ConfigError(f"pretrain.batch_size={cfg.pretrain.batch_size} must be divisible by the mesh's "
+                      f"data-parallel size {dp} (mesh.data * mesh.fsdp)")
+
+
+def make_config(config_dict) -> tuple[Config, Task]:
+  """The typed Config and its task from a ConfigDict (ConfigError on a bad key or value)."""
   d = config_dict.to_dict() if hasattr(config_dict, "to_dict") else dict(config_dict)
   task_d = dict(d.get("task", {}))
   if "name" not in task_d:
-    raise ValueError("config.task.name is required")
+    raise ConfigError("config.task.name is required")
   options = task_d.get("options", {})
-  task = make_task(task_d["name"], **(options.to_dict() if hasattr(options, "to_dict") else dict(options)))
-  tok = task.tokenizer
-  cfg = config_lib.load(d, vocab_size=tok.vocab_size, pad_id=tok.pad_id, stop_tokens=(tok.eos_id,))
-  if cfg.stage not in STAGES:
-    raise ValueError(f"config.stage={cfg.stage!r}; valid: {', '.join(STAGES)}")
-  workdir = os.path.abspath(workdir)
+  options = options.to_dict() if hasattr(options, "to_dict") else dict(options)
   try:
-    os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, ".write_test")
-    with open(probe, "w") as f:
-      f.write("ok")
-    os.remove(probe)
-  except OSError as e:
-    raise ValueError(f"workdir {workdir} is not writable: {e}") from e
+    task = make_task(task_d["name"], **options)
+  except (ValueError, TypeError) as e:
+    raise ConfigError(str(e)) from e
+  tok = task.tokenizer
+  return config_lib.load(d, vocab_size=tok.vocab_size, pad_id=tok.pad_id, stop_tokens=(tok.eos_id,)), task
+
+
+def check_base(cfg: Config, source: Workdir) -> None:
+  """A base in `source` must exist and match this config's model shape and task."""
+  if not source.has_base():
+    raise ConfigError(f"base_workdir={cfg.base_workdir!r} has no trained base model (base/info.json); "
+                      "train one with experiments/pretrain.py")
+  info = source.base_info()
+  mine = dataclasses.asdict(cfg.model)
+  differ = {k: (info["model"].get(k), mine[k]) for k in SHAPE_KEYS if info["model"].get(k) != mine[k]}
+  if differ:
+    raise ConfigError(f"the base model in {source.base_dir} has another shape than this config's model: "
+                      f"{differ} (base, config); set model.* to match or train a new base")
+  if info.get("task") != cfg.task.name:
+    raise ConfigError(f"the base model in {source.base_dir} was trained on task {info.get('task')!r}, "
+                      f"this config's task is {cfg.task.name!r}")
+
+
+def check_workdir(cfg: Config, wd: Workdir) -> bool:
+  """Refuses to mix runs: a workdir belongs to the config that made it. Returns whether rl.steps changed.
+
+  Lengthening (or shortening) a run is allowed: the run continues from its last checkpoint, provided the
+  RL learning-rate schedule does not depend on the number of steps (rl.optim.decay = constant).
+  """
+  saved = wd.saved_config()
+  if saved is None:
+    return False
+  theirs = config_lib.to_dict(config_lib.from_saved(saved, cfg.model.vocab_size, cfg.sampling.pad_id,
+                                                    cfg.sampling.stop_tokens))
+  mine = config_lib.to_dict(cfg)
+  steps_changed = theirs["rl"]["steps"] != mine["rl"]["steps"]
+  for d in (mine, theirs):
+    d.pop("resume_anyway")
+    d["rl"].pop("steps")
+  if theirs != mine and not cfg.resume_anyway:
+    raise ConfigError(f"{wd.root} holds a run with a different config (keys differ: "
+                      f"{differing_keys(mine, theirs)}); use another --workdir, or pass "
+                      "--config.resume_anyway=True to continue it anyway")
+  if steps_changed and cfg.rl.optim.decay != "constant" and not cfg.resume_anyway:
+    raise ConfigError(f"{wd.root} was run with rl.steps={saved['rl']['steps']}; changing rl.steps changes "
+                      f"the {cfg.rl.optim.decay} learning-rate schedule of a run already under way, so the "
+                      "result would be neither run. Use another --workdir (or --config.resume_anyway=True)")
+  return steps_changed
+
+
+def differing_keys(a: dict, b: dict, prefix: str = "") -> list[str]:
+  """Dotted paths where two nested dicts differ."""
+  out = []
+  for k in sorted(set(a) | set(b)):
+    x, y = a.get(k), b.get(k)
+    if isinstance(x, dict) and isinstance(y, dict):
+      out += differing_keys(x, y, f"{prefix}{k}.")
+    elif x != y:
+      out.append(f"{prefix}{k}")
+  return out
+
+
+def prepare(config_dict, workdir: str) -> tuple[Config, Task, object, Workdir]:
+  """Validates everything that can be checked without compiling or writing: (cfg, task, mesh, wd)."""
+  if not workdir:
+    raise ConfigError("--workdir must name a directory (it was empty)")
+  cfg, task = make_config(config_dict)
+  validate(cfg, jax.device_count())
+  wd = Workdir(workdir)
+  try:
+    wd.check_writable()
+  except ValueError as e:
+    raise ConfigError(str(e)) from e
+  if cfg.stage == "rl":
+    r = cfg.roles
+    try:  # loads the lexicon, compiles span regexes: fails here, not after writing files
+      roles_lib.make_tagger(r.tagger, task, lexicon_path=r.lexicon_path, placebo_of=r.placebo_of,
+                            seed=r.seed, span_patterns=r.span_patterns)
+    except (ValueError, OSError) as e:
+      raise ConfigError(f"roles: {e}") from e
+    if not wd.has_base() and cfg.base_workdir:
+      check_base(cfg, Workdir(cfg.base_workdir))
+    elif wd.has_base():
+      check_base(cfg, wd)
+    check_workdir(cfg, wd)
   mesh = parallel.make_mesh(cfg.mesh)
-  return cfg, task, mesh
+  return cfg, task, mesh, wd
 
 
 def run(config_dict, workdir: str) -> dict:
+  """Runs the configured stage in `workdir` (resuming what is there); returns its final results."""
   parallel.init_distributed()
-  cfg, task, mesh = prepare(config_dict, workdir)
+  cfg, task, mesh, wd = prepare(config_dict, workdir)
+  wd.ensure()
+  saved = wd.saved_config()
+  extended = check_workdir(cfg, wd) if cfg.stage == "rl" else False
+  wd.write_config(cfg)
   if cfg.stage == "pretrain":
-    return pretrain.run(cfg, workdir, task, mesh)
+    return pretrain.run(cfg, wd, task, mesh)
   from rldyn.rl import loop  # pylint: disable=g-import-not-at-top
-  return loop.run(cfg, workdir, task, mesh)
+  if extended:
+    wd.event("run_extended", 0, from_steps=saved["rl"]["steps"], to_steps=cfg.rl.steps)
+  if not wd.has_base() and cfg.base_workdir:
+    wd.point_base_to(Workdir(cfg.base_workdir))
+  elif not wd.has_base():
+    wd.event("pretrain_start", 0)
+    pretrain.run(cfg, wd, task, mesh)
+  final = loop.run(cfg, wd, task, mesh)
+  print("\n" + summary.summary(wd), flush=True)
+  return final
 
 
 def print_devices() -> None:

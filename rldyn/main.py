@@ -1,4 +1,20 @@
-"""rldyn entry point: `python -m rldyn.main --config=experiments/two_phase.py:smoke --workdir=DIR`."""
+"""rldyn entry point (`rldyn-train` is the same):
+
+    python -m rldyn.main --config=experiments/two_phase.py:smoke --workdir=/tmp/rldyn/two_phase
+    rldyn-train --config=two_phase:smoke --workdir=/tmp/rldyn/two_phase    # a study shipped with rldyn
+
+--config is an ml_collections config file, `path[:variant]`; a bare study name (`two_phase`,
+`hicra:placebo,smoke`) means the file of that name in rldyn's installed experiments, so the console
+script works outside a checkout. Any key can be overridden: --config.rl.steps=320. A config file is
+Python and therefore trusted code. A bad key, value or registry name prints one line naming the valid
+choices and exits with status 2, before anything is written.
+
+JAX's persistent compilation cache is on by default (~/.cache/rldyn/jax; set RLDYN_COMPILE_CACHE to
+another directory, or to "" to turn it off), so a second launch of the same study skips compilation.
+"""
+
+import os
+import sys
 
 from absl import app
 from absl import flags
@@ -6,22 +22,55 @@ from absl import logging
 from ml_collections import config_flags
 
 from rldyn import launch
+from rldyn import runtime
+from rldyn.config import ConfigError
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (python).",
-                                          lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for everything the run writes.")
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Experiment config: a config file `path.py[:variant]`, or a shipped study name "
+    "(two_phase, pretrain, hicra; e.g. two_phase:smoke). Override keys with --config.section.key=value.",
+    lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for everything the run writes (created; a "
+                               "rerun resumes it).")
 flags.mark_flags_as_required(["config", "workdir"])
+
+
+def study_path(spec: str) -> str:
+  """`name[:variant]` of a shipped study -> `/path/to/rldyn/experiments/name.py[:variant]`; else spec."""
+  path, sep, variant = spec.partition(":")
+  if os.path.exists(path):
+    return spec
+  from rldyn import experiments  # pylint: disable=g-import-not-at-top
+  name = os.path.basename(path[:-3] if path.endswith(".py") else path)
+  shipped = os.path.join(os.path.dirname(experiments.__file__), name + ".py")
+  return shipped + sep + variant if os.path.exists(shipped) else spec
+
+
+def resolve_config_flag(argv: list[str]) -> list[str]:
+  """Rewrites `--config=study[:variant]` to the shipped file when the path does not exist."""
+  out = []
+  for a in argv:
+    if a.startswith("--config="):
+      a = "--config=" + study_path(a[len("--config="):])
+    out.append(a)
+  return out
 
 
 def main(argv):
   del argv
   if not flags.FLAGS["verbosity"].present:  # orbax logs every save at INFO; keep the console readable
     logging.set_verbosity(logging.WARNING)
+  runtime.enable_compile_cache()
   launch.print_devices()
-  launch.run(_CONFIG.value, _WORKDIR.value)
+  try:
+    launch.run(_CONFIG.value, _WORKDIR.value)
+  except ConfigError as e:
+    print(f"rldyn: error: {e}", file=sys.stderr, flush=True)
+    sys.exit(2)
 
 
 def entry():
+  sys.argv = resolve_config_flag(sys.argv)
+  flags.adopt_module_key_flags(sys.modules[__name__])
   app.run(main)
 
 

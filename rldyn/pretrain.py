@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import os
 import queue
 import threading
@@ -22,7 +21,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
 from absl import logging
 
 from rldyn import checkpoint as ckpt_lib
@@ -36,6 +34,7 @@ from rldyn.metrics.writers import JsonlWriter
 from rldyn.optim import make_optimizer
 from rldyn.tasks import evalsets
 from rldyn.tasks.base import Task
+from rldyn.workdir import Workdir
 
 
 def cross_entropy(model_cfg: model_lib.ModelConfig, params, batch):
@@ -115,36 +114,12 @@ class TraceStream:
       pass
 
 
-def base_dir(workdir: str) -> str:
-  return os.path.join(os.path.abspath(workdir), "base")
-
-
-def save_params(directory: str, params) -> None:
-  path = os.path.join(os.path.abspath(directory), "params")
-  with ocp.StandardCheckpointer() as c:
-    c.save(path, params, force=True)
-
-
-def load_params(directory: str, model_cfg: model_lib.ModelConfig, mesh) -> dict:
-  """The base parameters saved by `run`, restored onto `mesh` with the model's shardings."""
-  target = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                        model_lib.abstract_params(model_cfg), state_lib.param_shardings(model_cfg, mesh))
-  with ocp.StandardCheckpointer() as c:
-    return c.restore(os.path.join(os.path.abspath(directory), "params"), target)
-
-
-def read_info(directory: str) -> dict:
-  with open(os.path.join(directory, "info.json")) as f:
-    return json.load(f)
-
-
-def run(cfg: Config, workdir: str, task: Task, mesh) -> dict:
+def run(cfg: Config, wd: Workdir, task: Task, mesh) -> dict:
   """Pretrains the base model into WORKDIR/base unless it is already complete; returns its info."""
-  out_dir = base_dir(workdir)
-  if os.path.exists(os.path.join(out_dir, "info.json")):
-    logging.info("base model already trained in %s", out_dir)
-    return read_info(out_dir)
-  os.makedirs(out_dir, exist_ok=True)
+  if wd.has_base():
+    logging.info("base model already trained in %s", wd.base_dir)
+    return wd.base_info()
+  os.makedirs(wd.base_dir, exist_ok=True)
   pc = cfg.pretrain
   # Materialise the held-out set first: a config that cannot make one fails before any training.
   problems = evalsets.load_eval_set(task, cfg.task.eval_size, cfg.task.eval_seed, cfg.task.data_dir or None)
@@ -155,7 +130,7 @@ def run(cfg: Config, workdir: str, task: Task, mesh) -> dict:
   key = jax.random.key(cfg.seed)
   params = state_lib.init_params(cfg.model, mesh, jax.random.fold_in(key, 0))
   opt_state = state_lib.init_opt_state(tx, params, mesh)
-  ckpt = ckpt_lib.Checkpointer(os.path.join(out_dir, "checkpoints"), keep=1)
+  ckpt = ckpt_lib.Checkpointer(wd.base_checkpoints_dir, keep=1)
   start = 0
   restored = ckpt.restore_latest(ckpt_lib.abstract_like({"params": params, "opt_state": opt_state}))
   if restored is not None:
@@ -164,7 +139,7 @@ def run(cfg: Config, workdir: str, task: Task, mesh) -> dict:
     logging.info("resuming pretraining at step %d", start)
   step_fn = make_train_step(cfg.model, tx, mesh, params, opt_state)
   stream = TraceStream(task, cfg.seed, pc.batch_size, pc.seq_len, start)
-  log = _Logger(os.path.join(out_dir, "metrics.jsonl"), pc, start)
+  log = _Logger(wd.base_metrics_path, pc, start)
   t0 = time.time()
   done, pending = start, None
   try:
@@ -189,14 +164,11 @@ def run(cfg: Config, workdir: str, task: Task, mesh) -> dict:
     log(*pending, force=True)
   train_s = time.time() - t0
   ckpt.close()
-  save_params(out_dir, params)
   ev = evaluation.evaluate(cfg.model, cfg.sampling, params, task, problems, jax.random.fold_in(key, 1),
                            pc.eval_samples)
   info = {"model": dataclasses.asdict(cfg.model), "task": cfg.task.name, "steps": done,
           "train_s": train_s, **ev}
-  with open(os.path.join(out_dir, "info.json.tmp"), "w") as f:
-    json.dump(info, f, indent=2)
-  os.replace(os.path.join(out_dir, "info.json.tmp"), os.path.join(out_dir, "info.json"))
+  wd.write_base(params, info)
   logging.info("base model: %s", info)
   print(f"[pretrain] {done} steps in {train_s:.0f}s: held-out greedy accuracy "
         f"{ev['eval/accuracy']:.3f}, sampled pass@1 {ev['eval/pass@1']:.3f}", flush=True)

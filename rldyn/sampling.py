@@ -38,7 +38,7 @@ from rldyn import model as model_lib
 class SamplingConfig:
   """How to sample. Validates itself."""
 
-  max_new_tokens: int = 96
+  max_new_tokens: int = 128  # response budget; rows that hit it count as truncated
   temperature: float = 1.0
   top_p: float = 1.0
   top_k: int = 0  # 0 disables top-k

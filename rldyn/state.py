@@ -1,4 +1,4 @@
-"""Sharded construction of parameters and optimizer state (STYLE.md §4: eval_shape -> shardings -> jit)."""
+"""Sharded construction of parameters and optimizer state: eval_shape -> shardings -> jit."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from jax.sharding import Mesh
 
 from rldyn import model as model_lib
 from rldyn import parallel
+from rldyn.optim import make_optimizer
 
 
 def param_shardings(cfg: model_lib.ModelConfig, mesh: Mesh):
@@ -40,3 +41,14 @@ def tree_norm(tree) -> jax.Array:
   """Global L2 norm of a pytree, accumulated in float32."""
   leaves = jax.tree.leaves(tree)
   return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in leaves))
+
+
+def abstract_rl_tree(model_cfg: model_lib.ModelConfig, optim_cfg, total_steps: int, mesh: Mesh):
+  """Sharded ShapeDtypeStructs of an RL checkpoint tree: {state: {params, opt_state}, ref_params}."""
+  shardings = param_shardings(model_cfg, mesh)
+  params = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                        model_lib.abstract_params(model_cfg), shardings)
+  tx = make_optimizer(optim_cfg, total_steps)
+  opt = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                     jax.eval_shape(tx.init, params), opt_shardings(tx, params, shardings, mesh))
+  return {"state": {"params": params, "opt_state": opt}, "ref_params": params}

@@ -16,7 +16,7 @@ jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 import pytest  # noqa: E402
 
-from rldyn import configs  # noqa: E402
+from rldyn import config as config_lib  # noqa: E402
 from rldyn import launch  # noqa: E402
 
 
@@ -25,8 +25,8 @@ def smoke_config(base_workdir: str = "", **overrides):
 
   overrides: section__key=value, e.g. rl__steps=4.
   """
-  c = configs.default()
-  configs.shrink(c)
+  c = config_lib.default()
+  config_lib.shrink(c)
   c.reward.name = "random"
   c.base_workdir = base_workdir
   for k, v in overrides.items():

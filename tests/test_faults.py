@@ -15,7 +15,8 @@ from conftest import smoke_config
 from rldyn import launch
 from rldyn.metrics.writers import JsonlWriter, read_jsonl
 from rldyn.rl import rewards as rewards_lib
-from rldyn.rl.loop import TIMING_KEYS, FaultError
+from rldyn.rl.emit import TIMING_KEYS
+from rldyn.rl.loop import FaultError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 10
@@ -138,7 +139,8 @@ def test_unwritable_workdir(tmp_path):
   blocker = tmp_path / "file"
   blocker.write_text("x")
   with pytest.raises(ValueError, match="not writable"):
-    launch.prepare(_config(""), str(blocker / "run"))
+    launch.run(_config(""), str(blocker / "run"))
+  assert blocker.read_text() == "x"
 
 
 def test_vocab_mismatch_base_is_refused(base_dir, tmp_path):

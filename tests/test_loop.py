@@ -6,7 +6,7 @@ import os
 import pytest
 
 from conftest import smoke_config
-from rldyn import configs
+from rldyn import config as config_lib
 from rldyn import launch
 from rldyn.metrics.writers import read_jsonl
 
@@ -84,20 +84,20 @@ def test_bad_input_fails_before_compiling(tmp_path, base_dir, override, match):
 
 
 def test_unknown_keys_and_values(tmp_path):
-  c = configs.default()
+  c = config_lib.default()
   c.task.name = "sudoku"
   with pytest.raises(ValueError, match="valid: \\['arithmetic', 'countdown'\\]"):
     launch.prepare(c, str(tmp_path))
-  c = configs.default()
+  c = config_lib.default()
   c.model.unlock()
   c.model.widthh = 3
   with pytest.raises(ValueError, match="model.widthh"):
     launch.prepare(c, str(tmp_path))
-  c = configs.default()
+  c = config_lib.default()
   c.sampling.top_p = 0.0
   with pytest.raises(ValueError, match="top_p"):
     launch.prepare(c, str(tmp_path))
-  c = configs.default()
+  c = config_lib.default()
   c.stage = "finetune"
   with pytest.raises(ValueError, match="valid: pretrain, rl"):
     launch.prepare(c, str(tmp_path))
@@ -105,22 +105,22 @@ def test_unknown_keys_and_values(tmp_path):
 
 def test_online_phase_detector_writes_boundary_event(tmp_path):
   """The loop's metric emission feeds the online detector, whose crossing lands in events.jsonl."""
-  from rldyn import phases
-  from rldyn.metrics.writers import JsonlWriter
   from rldyn.phases import synthetic
-  from rldyn.rl.loop import Trainer
+  from rldyn.rl import emit
+  from rldyn.rl import loop
+  from rldyn.workdir import Workdir
 
   records, tau = synthetic.make_log(300, shape="exp", tau_frac=0.4, noise=0.05, missing_frac=0.0, seed=3)
-  t = Trainer.__new__(Trainer)  # only what _emit touches: no model, no compile
-  t.cfg = launch.prepare(smoke_config(rl__steps=300), str(tmp_path))[0]
-  t.metrics = JsonlWriter(str(tmp_path / "metrics.jsonl"))
-  t.events = JsonlWriter(str(tmp_path / "events.jsonl"))
-  t.tb, t.start_step, t.nll_exec0 = None, 0, None
-  t.phase_detector = phases.OnlinePhaseDetector(refit_every=25)
+  cfg = launch.prepare(smoke_config(rl__steps=300), str(tmp_path))[0]
+  out = emit.Emitter(cfg, Workdir(str(tmp_path)), start_step=0)  # emission alone: no model, no compile
+  state = loop.RunState(params=None, opt_state=None, ref_params=None, step=0, nll_exec0=None)
+  timing = {"time_s": 1.0, "perf/rollout_tok_s": 1.0, "perf/update_tok_s": 1.0, "perf/step_s": 1.0}
   for step, m in records:
-    line = {"nll/execution": 1.0, "reward/mean": 0.0, "accuracy": 0.0, "entropy/planning": 0.0, **m}
-    t._emit(step, {k: v for k, v in line.items() if k != "ppl/execution_rel"}, {},
-            {"time_s": 1.0, "perf/rollout_tok_s": 1.0, "perf/update_tok_s": 1.0, "perf/step_s": 1.0})
+    device = {"nll/execution": 1.0, "reward/mean": 0.0, "accuracy": 0.0, "entropy/planning": 0.0,
+              **{k: v for k, v in m.items() if k != "ppl/execution_rel"}}
+    state = loop.write_line(out, state, (step, device, {}, timing))
+  out.close()
+  assert state.nll_exec0 == 1.0  # set from the first line
   events = [e for e in read_jsonl(str(tmp_path / "events.jsonl")) if e["event"] == "phase_boundary"]
   assert len(events) == 1  # hysteresis: announced once
   assert abs(events[0]["boundary_step"] - tau) <= 0.1 * 300

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from rldyn import configs
+from rldyn import config as config_lib
 from rldyn import launch
 from rldyn.metrics import passk
 from rldyn.replay import cache as cache_lib
@@ -22,8 +22,8 @@ OPTS = runner.ReplayOptions(n=4, probe=6, batch_size=8, progress=False)
 def run_dir(tmp_path_factory):
   """A 2-step RL run (checkpoints 1 and 2) whose random reward moves the weights."""
   workdir = str(tmp_path_factory.mktemp("replay_run"))
-  c = configs.default()
-  configs.shrink(c)
+  c = config_lib.default()
+  config_lib.shrink(c)
   c.task.data_dir = os.path.join(workdir, "tfds")
   c.pretrain.steps = 4
   c.rl.steps = 2

@@ -41,6 +41,7 @@ class JsonlWriter:
 
   def __init__(self, path: str):
     self.path = path
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     self._repair()
     self._f = open(path, "a")
 

@@ -35,12 +35,12 @@ from rldyn import parallel
 from rldyn import sampling
 from rldyn.config import Config
 from rldyn.metrics import entropy as entropy_lib
+from rldyn.metrics import token_stats
+from rldyn.rl import losses
 from rldyn.rl import step as step_lib
-from rldyn.tasks.base import EXECUTION, PLANNING, Problem, Task
+from rldyn.tasks.base import Problem, Task
 
 REPLAY_KEY = 0x5EED_0E91  # the replay's sampling-key purpose (kept apart from rollouts and evals)
-KL_CLAMP = 10.0  # as rldyn.rl.losses: d = log π_θ − log π_base is clamped to ±10 inside k3
-ROLES = {"planning": PLANNING, "execution": EXECUTION}
 
 
 @dataclasses.dataclass
@@ -165,17 +165,6 @@ def effective_batch(batch_size: int, rows: int, dp: int) -> int:
   return -(-b // dp) * dp
 
 
-def _mean(x: np.ndarray, w: np.ndarray) -> float:
-  s = float(w.sum())
-  return float((x * w).sum() / s) if s > 0 else float("nan")
-
-
-def k3(logp: np.ndarray, ref_logp: np.ndarray) -> np.ndarray:
-  """k3 = e^(−d) + d − 1 with d = log π − log π_ref clamped to ±10 (as the trainer's estimator)."""
-  d = np.clip(logp.astype(np.float64) - ref_logp, -KL_CLAMP, KL_CLAMP)
-  return np.exp(-d) + d - 1.0
-
-
 def probe_stats(samples: ProbeSamples, base_logp_RN: np.ndarray, this_on_base_logp_RN: np.ndarray,
                 base_mask_RN: np.ndarray) -> dict[str, float]:
   """The per-model probe statistics (module docstring) from its samples and the two cross scorings.
@@ -188,25 +177,23 @@ def probe_stats(samples: ProbeSamples, base_logp_RN: np.ndarray, this_on_base_lo
   """
   m = samples.mask_RN.astype(np.float64)
   logp = samples.logp_RN.astype(np.float64)
-  kl = k3(logp, base_logp_RN)
+  roles = samples.roles_RN
+  kl = losses.k3(logp, base_logp_RN, np)  # the trainer's estimator, on numpy
   out = {
       "accuracy": float(samples.correct_R.mean()),
-      "entropy/all": _mean(samples.entropy_RN, m),
-      "nll/all": _mean(-logp, m),
-      "kl/k3": _mean(kl, m),
+      **token_stats.role_means("entropy", samples.entropy_RN, m, roles),
+      **token_stats.role_means("nll", -logp, m, roles),
+      **token_stats.role_means("kl/k3", kl, m, roles, all_key=""),
+      **token_stats.role_fractions(m, roles),
       "semantic_entropy/planning": entropy_lib.semantic_entropy(samples.units),
       "response_len/mean": float(samples.length_R.mean()),
       "response_len/truncated_frac": float(samples.truncated_R.mean()),
-      "ppl/base_on_this": float(np.exp(_mean(-base_logp_RN, m))),
-      "ppl/this_on_base": float(np.exp(_mean(-this_on_base_logp_RN, base_mask_RN.astype(np.float64)))),
   }
+  out = {k: float(v) for k, v in out.items()}
+  out["ppl/base_on_this"] = float(np.exp(token_stats.masked_mean(-base_logp_RN, m)))
+  out["ppl/this_on_base"] = float(np.exp(token_stats.masked_mean(-this_on_base_logp_RN,
+                                                                  base_mask_RN.astype(np.float64))))
   out["ppl/self"] = float(np.exp(out["nll/all"]))
-  for name, rid in ROLES.items():
-    w = m * (samples.roles_RN == rid)
-    out[f"entropy/{name}"] = _mean(samples.entropy_RN, w)
-    out[f"nll/{name}"] = _mean(-logp, w)
-    out[f"kl/k3/{name}"] = _mean(kl, w)
-    out[f"tokens/{name}_frac"] = float(w.sum() / max(m.sum(), 1.0))
   return out
 
 

@@ -12,6 +12,7 @@ import os
 
 import numpy as np
 
+from rldyn import workdir as workdir_lib
 from rldyn.metrics import passk as passk_lib
 from rldyn.metrics import sparsity as sparsity_lib
 from rldyn.replay import cache as cache_lib
@@ -309,7 +310,7 @@ def write_all(out_dir: str, workdir: str, records: dict[int, dict], comparisons:
   pk = passk_table(records, opts.k_grid())
   probe = probe_table(records)
   sp = sparsity_table(records, comparisons, opts.atols, other, opts.rank_rtol)
-  files = [os.path.join(out_dir, "passk.json"), os.path.join(out_dir, "sparsity.json")]
+  files = [os.path.join(out_dir, workdir_lib.REPLAY_PASSK), os.path.join(out_dir, workdir_lib.REPLAY_SPARSITY)]
   write_json_atomic(files[0], pk)
   write_json_atomic(files[1], sp)
   plots = []
@@ -325,7 +326,7 @@ def write_all(out_dir: str, workdir: str, records: dict[int, dict], comparisons:
     if weights:
       plots_lib.sparsity_plot(os.path.join(out_dir, "sparsity.png"), weights, sp["atols"])
       plots.append("sparsity.png")
-  report_path = os.path.join(out_dir, "report.md")
+  report_path = os.path.join(out_dir, workdir_lib.REPLAY_REPORT)
   tmp = f"{report_path}.tmp{os.getpid()}"
   with open(tmp, "w") as f:
     f.write(markdown(workdir, records, pk, probe, sp, settings, plots))

@@ -26,8 +26,8 @@ from absl import logging
 
 from rldyn import model as model_lib
 from rldyn import parallel
-from rldyn import runs
 from rldyn.config import Config
+from rldyn.workdir import Workdir
 from rldyn.metrics import passk as passk_lib
 from rldyn.metrics import sparsity as sparsity_lib
 from rldyn.replay import cache as cache_lib
@@ -89,7 +89,7 @@ class ReplayResult:
 
 
 def replay_dir(workdir: str) -> str:
-  return os.path.join(os.path.abspath(workdir), "replay")
+  return Workdir(workdir).replay_dir
 
 
 def make_mesh(cfg: Config):
@@ -147,12 +147,12 @@ class _Models:
                                    opts.data_dir or cfg.task.data_dir or None)
     self.prober = probe_lib.Prober(cfg, task, self.problems, opts.n, self.mesh, opts.batch_size,
                                    opts.seed)
-    self.base = runs.base_params(workdir, cfg, self.mesh)
+    self.base = Workdir(workdir).base_params(cfg.model, self.mesh)
     self._base_samples = None
 
   @property
   def samples_path(self) -> str:
-    return os.path.join(self.out_dir, "base_samples.npz")
+    return Workdir(self.workdir).replay_base_samples_path
 
   def base_samples(self, progress) -> tuple[np.ndarray, np.ndarray]:
     """(tokens_RN, mask_RN) of the base's probe samples: from base_samples.npz, else sampled now."""
@@ -202,7 +202,7 @@ class _Models:
 
 def _load_checkpoint(workdir: str, step: int, cfg: Config, mesh):
   try:
-    return runs.checkpoint_params(workdir, step, cfg, mesh)
+    return Workdir(workdir).checkpoint_params(step, cfg, mesh)
   except Exception as e:  # pylint: disable=broad-except  (a checkpoint deleted or half-written)
     logging.warning("checkpoint %d of %s unreadable, skipped: %r", step, workdir, e)
     return None
@@ -223,19 +223,19 @@ def replay(workdir: str, opts: ReplayOptions = ReplayOptions()) -> ReplayResult:
   """Replays the base and the checkpoints of the run in `workdir`; writes DIR/replay/. See module doc."""
   t_start = time.time()
   workdir = os.path.abspath(workdir)
-  cfg, task = runs.load_run(workdir)
+  cfg, task = Workdir(workdir).load_config()
   out_dir = replay_dir(workdir)
   os.makedirs(out_dir, exist_ok=True)
   mesh = make_mesh(cfg)
   batch = probe_lib.effective_batch(opts.batch_size, opts.probe * opts.n,
                                     parallel.data_parallel_size(mesh))
   settings = settings_for(cfg, opts, batch)
-  cache = cache_lib.ReplayCache(os.path.join(out_dir, "replay.jsonl"), settings)
+  cache = cache_lib.ReplayCache(Workdir(workdir).replay_cache_path, settings)
   if cache.stale():
     logging.info("%d cached replay line(s) were computed with other settings; ignoring them",
                  cache.stale())
   done = cache.checkpoints()
-  available = runs.checkpoint_steps(workdir)
+  available = Workdir(workdir).checkpoint_steps()
   if opts.steps is None:
     wanted = available
   else:
@@ -249,10 +249,10 @@ def replay(workdir: str, opts: ReplayOptions = ReplayOptions()) -> ReplayResult:
   other = os.path.abspath(opts.compare) if opts.compare else ""
   todo_compare: list[int] = []
   if other:
-    other_cfg, _ = runs.load_run(other)
+    other_cfg, _ = Workdir(other).load_config()
     _check_compatible(cfg, other_cfg, other)
     have = cache.comparisons(other)
-    common = sorted(set(wanted) & set(runs.checkpoint_steps(other)))
+    common = sorted(set(wanted) & set(Workdir(other).checkpoint_steps()))
     todo_compare = [s for s in common if s not in have]
 
   computed, compared = [], []
@@ -267,7 +267,7 @@ def replay(workdir: str, opts: ReplayOptions = ReplayOptions()) -> ReplayResult:
     bar = Progress(total + len(todo_compare), enabled=opts.progress)
     other_base = None
     if todo_compare:
-      other_base = runs.base_params(other, other_cfg, models.mesh)
+      other_base = Workdir(other).base_params(other_cfg.model, models.mesh)
       same_base = _trees_equal(models.base, other_base)
     for step in sorted(set(todo) | set(todo_compare)):
       label = "base" if step == BASE_STEP else f"step {step}"

@@ -74,21 +74,22 @@ def seq_mean_token_sum_norm(x_BT, mask_BT, max_len: int):
   return (x_BT * mask_BT).sum(axis=1).mean() / max_len
 
 
-def _kl_d(logp_BT, ref_logp_BT):
-  return jnp.clip(logp_BT - ref_logp_BT, -KL_CLAMP, KL_CLAMP)
+def _kl_d(logp_BT, ref_logp_BT, xp=jnp):
+  return xp.clip(logp_BT - ref_logp_BT, -KL_CLAMP, KL_CLAMP)
 
 
+# The estimators take `xp` (jax.numpy in the step, numpy in replay): one definition for both.
 @KL_ESTIMATORS.register("k1")
-def k1(logp_BT, ref_logp_BT):
-  return _kl_d(logp_BT, ref_logp_BT)
+def k1(logp_BT, ref_logp_BT, xp=jnp):
+  return _kl_d(logp_BT, ref_logp_BT, xp)
 
 
 @KL_ESTIMATORS.register("k2")
-def k2(logp_BT, ref_logp_BT):
-  return 0.5 * _kl_d(logp_BT, ref_logp_BT) ** 2
+def k2(logp_BT, ref_logp_BT, xp=jnp):
+  return 0.5 * _kl_d(logp_BT, ref_logp_BT, xp) ** 2
 
 
 @KL_ESTIMATORS.register("k3")
-def k3(logp_BT, ref_logp_BT):
-  d = _kl_d(logp_BT, ref_logp_BT)
-  return jnp.exp(-d) + d - 1.0
+def k3(logp_BT, ref_logp_BT, xp=jnp):
+  d = _kl_d(logp_BT, ref_logp_BT, xp)
+  return xp.exp(-d) + d - 1.0

@@ -31,10 +31,8 @@ from rldyn import model as model_lib
 from rldyn import parallel
 from rldyn import state as state_lib
 from rldyn.config import LossConfig
+from rldyn.metrics import token_stats
 from rldyn.rl import losses
-from rldyn.tasks.base import EXECUTION, PLANNING
-
-ROLES = {"planning": PLANNING, "execution": EXECUTION}
 
 
 def response_logits(model_cfg, params, tokens_BS, mask_BS, n: int):
@@ -57,24 +55,13 @@ def response_logprobs(model_cfg, temperature: float, params, tokens_BS, mask_BS,
   return token_logp_entropy(logits, tokens_BS[:, -n:], temperature)[0]
 
 
-def _masked_mean(x, w):
-  return (x * w).sum() / jnp.maximum(w.sum(), 1.0)
-
-
 def rollout_metrics(batch) -> dict:
   """Role-split statistics of the rollout itself (π_old): entropy, NLL, advantage mass, role fractions."""
-  m = batch["resp_mask_BN"]
-  roles = batch["roles_BN"]
-  ent, nll, adv = batch["entropy_BN"], -batch["old_logp_BN"], jnp.abs(batch["adv_BN"])
-  out = {"entropy/all": _masked_mean(ent, m), "nll/all": _masked_mean(nll, m)}
-  total_mass = (adv * m).sum()
-  for name, rid in ROLES.items():
-    w = m * (roles == rid)
-    out[f"entropy/{name}"] = _masked_mean(ent, w)
-    out[f"nll/{name}"] = _masked_mean(nll, w)
-    out[f"adv_mass/{name}"] = (adv * w).sum() / jnp.maximum(total_mass, 1e-12)
-    out[f"tokens/{name}_frac"] = w.sum() / jnp.maximum(m.sum(), 1.0)
-  return out
+  m, roles = batch["resp_mask_BN"], batch["roles_BN"]
+  return {**token_stats.role_means("entropy", batch["entropy_BN"], m, roles, jnp),
+          **token_stats.role_means("nll", -batch["old_logp_BN"], m, roles, jnp),
+          **token_stats.role_mass("adv_mass", batch["adv_BN"], m, roles, jnp),
+          **token_stats.role_fractions(m, roles, jnp)}
 
 
 def policy_loss(model_cfg, lcfg: LossConfig, temperature: float, max_len: int, params, mb,
@@ -98,8 +85,7 @@ def policy_loss(model_cfg, lcfg: LossConfig, temperature: float, max_len: int, p
       "logp_diff_sum": (jnp.abs(logp - mb["old_logp_BN"]) * m).sum(),
       "logp_diff_max": jnp.max(jnp.abs(logp - mb["old_logp_BN"]) * m),
   }
-  for name, rid in (ROLES.items() if role_metrics else ()):
-    w = m * (mb["roles_BN"] == rid)
+  for name, w in (token_stats.role_weights(m, mb["roles_BN"]).items() if role_metrics else ()):
     sums[f"tokens_{name}"] = w.sum()
     sums[f"clip_{name}"] = (clipped * w).sum()
   return loss, {"loss/pg": loss_pg, "loss/total": loss, **sums}
@@ -149,7 +135,7 @@ def update_step(model_cfg, lcfg: LossConfig, tx: optax.GradientTransformation, t
   if not role_metrics:
     return {"params": params, "opt_state": opt_state}, metrics
   metrics.update(rollout_metrics(batch))
-  for name in ROLES:
+  for name in token_stats.ROLE_IDS:
     metrics[f"clip_frac/{name}"] = stats[f"clip_{name}"].sum() / jnp.maximum(
         stats[f"tokens_{name}"].sum(), 1.0)
   return {"params": params, "opt_state": opt_state}, metrics

@@ -1,0 +1,237 @@
+"""The run directory: every path in it and every read and write of it (docs/workdir.md).
+
+    wd = Workdir("/tmp/rldyn/two_phase")
+    cfg, task = wd.load_config()                 # the Config saved in config.json and the task it names
+    params = wd.base_params(cfg.model, mesh)     # the base model the run started from
+    for step in wd.checkpoint_steps():
+      params = wd.checkpoint_params(step, cfg, mesh)
+
+Layout (the contract other tools rely on):
+
+    config.json          the resolved config (Config as JSON)
+    metrics.jsonl        one line per RL step                         eval.jsonl   held-out evaluations
+    events.jsonl         run_start/resume/end, checkpoints, NaN skips, phase boundaries, ...
+    checkpoints/         orbax CheckpointManager: {state: {params, opt_state}, ref_params} + meta
+    checkpoints.corrupt/ checkpoints that failed to read, set aside
+    base/                the pretrained base: params/, info.json, metrics.jsonl, checkpoints/
+    base_pointer.json    {"base_workdir": DIR} when the base lives in another workdir
+    samples/samples.jsonl decoded rollouts          tensorboard/   optional TensorBoard mirror
+    phases.json, phases.png   rldyn.phases          replay/        rldyn.replay
+    roles_validation.json     rldyn.roles validate
+
+This module imports only the standard library at the top, so numpy-only tools (the phase detector) can
+use its names; reading parameters imports jax and orbax when called.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+from rldyn.metrics.writers import JsonlWriter, read_jsonl
+
+CONFIG = "config.json"
+METRICS = "metrics.jsonl"
+EVAL = "eval.jsonl"
+EVENTS = "events.jsonl"
+CHECKPOINTS = "checkpoints"
+CORRUPT = "checkpoints.corrupt"
+BASE = "base"
+BASE_POINTER = "base_pointer.json"
+SAMPLES = os.path.join("samples", "samples.jsonl")
+TENSORBOARD = "tensorboard"
+PHASES = "phases.json"
+PHASES_PLOT = "phases.png"
+REPLAY = "replay"
+ROLES_VALIDATION = "roles_validation.json"
+# Inside replay/:
+REPLAY_CACHE = "replay.jsonl"
+REPLAY_BASE_SAMPLES = "base_samples.npz"
+REPLAY_PASSK = "passk.json"
+REPLAY_SPARSITY = "sparsity.json"
+REPLAY_REPORT = "report.md"
+# Inside base/:
+BASE_PARAMS = "params"
+BASE_INFO = "info.json"
+
+
+def write_json_atomic(path: str, obj: Any, indent: int | None = 2) -> None:
+  """Writes JSON to path.tmp, then renames: readers see the old file or the new one, never half."""
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(obj, f, indent=indent)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)
+
+
+def read_json(path: str) -> Any:
+  with open(path) as f:
+    return json.load(f)
+
+
+class Workdir:
+  """One run directory. Paths are absolute; nothing is created until something is written."""
+
+  def __init__(self, root: str):
+    if not root:
+      raise ValueError("the workdir must be a non-empty path")
+    self.root = os.path.abspath(root)
+
+  def __repr__(self) -> str:
+    return f"Workdir({self.root!r})"
+
+  def path(self, *parts: str) -> str:
+    return os.path.join(self.root, *parts)
+
+  # ---- files ------------------------------------------------------------------------------------------
+  config_path = property(lambda self: self.path(CONFIG))
+  metrics_path = property(lambda self: self.path(METRICS))
+  eval_path = property(lambda self: self.path(EVAL))
+  events_path = property(lambda self: self.path(EVENTS))
+  samples_path = property(lambda self: self.path(SAMPLES))
+  checkpoints_dir = property(lambda self: self.path(CHECKPOINTS))
+  tensorboard_dir = property(lambda self: self.path(TENSORBOARD))
+  phases_path = property(lambda self: self.path(PHASES))
+  phases_plot_path = property(lambda self: self.path(PHASES_PLOT))
+  replay_dir = property(lambda self: self.path(REPLAY))
+  replay_cache_path = property(lambda self: self.path(REPLAY, REPLAY_CACHE))
+  replay_base_samples_path = property(lambda self: self.path(REPLAY, REPLAY_BASE_SAMPLES))
+  roles_validation_path = property(lambda self: self.path(ROLES_VALIDATION))
+  base_dir = property(lambda self: self.path(BASE))
+  base_info_path = property(lambda self: self.path(BASE, BASE_INFO))
+  base_params_path = property(lambda self: self.path(BASE, BASE_PARAMS))
+  base_metrics_path = property(lambda self: self.path(BASE, METRICS))
+  base_checkpoints_dir = property(lambda self: self.path(BASE, CHECKPOINTS))
+
+  def check_writable(self) -> None:
+    """Raises ValueError unless the workdir is, or can be created as, a writable directory (creates nothing)."""
+    if os.path.exists(self.root) and not os.path.isdir(self.root):
+      raise ValueError(f"workdir {self.root} is not writable: it exists and is not a directory")
+    parent = self.root
+    while not os.path.exists(parent):
+      parent = os.path.dirname(parent)
+    if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
+      raise ValueError(f"workdir {self.root} is not writable: {parent} is not a writable directory")
+
+  def ensure(self) -> None:
+    """Creates the directory and checks that it is writable (a clear error if not)."""
+    try:
+      os.makedirs(self.path("samples"), exist_ok=True)
+      probe = self.path(".write_test")
+      with open(probe, "w") as f:
+        f.write("ok")
+      os.remove(probe)
+    except OSError as e:
+      raise ValueError(f"workdir {self.root} is not writable: {e}") from e
+
+  # ---- logs -------------------------------------------------------------------------------------------
+  def read_metrics(self) -> list[dict]:
+    return read_jsonl(self.metrics_path)
+
+  def read_evals(self) -> list[dict]:
+    return read_jsonl(self.eval_path)
+
+  def read_events(self) -> list[dict]:
+    return read_jsonl(self.events_path)
+
+  def event(self, name: str, step: int, **fields) -> None:
+    """Appends one event to events.jsonl (the RL loop's own events go through its Emitter)."""
+    w = JsonlWriter(self.events_path)
+    try:
+      w.write({"event": name, "step": step, "time": time.time(), **fields})
+    finally:
+      w.close()
+
+  def read_samples(self) -> list[dict]:
+    return read_jsonl(self.samples_path)
+
+  # ---- config -----------------------------------------------------------------------------------------
+  def saved_config(self) -> dict | None:
+    """config.json as a dict, or None for a fresh workdir."""
+    return read_json(self.config_path) if os.path.exists(self.config_path) else None
+
+  def write_config(self, cfg) -> None:
+    from rldyn import config as config_lib  # pylint: disable=g-import-not-at-top
+    write_json_atomic(self.config_path, config_lib.to_dict(cfg))
+
+  def load_config(self):
+    """(Config, Task) of the run saved here; keys added since the run was made take their defaults."""
+    from rldyn import config as config_lib  # pylint: disable=g-import-not-at-top
+    from rldyn.tasks import make_task  # pylint: disable=g-import-not-at-top
+    d = self.saved_config()
+    if d is None:
+      raise FileNotFoundError(f"{self.root} has no {CONFIG}: is it an rldyn RL workdir?")
+    options = d["task"]["options"]
+    if isinstance(options, list):
+      options = {k: v for k, v in options}
+    task = make_task(d["task"]["name"], **{k: (dict(v) if _is_pair_list(v) else v)
+                                            for k, v in dict(options).items()})
+    tok = task.tokenizer
+    return config_lib.from_saved(d, tok.vocab_size, tok.pad_id, (tok.eos_id,)), task
+
+  # ---- the base model ---------------------------------------------------------------------------------
+  def has_base(self) -> bool:
+    """Whether a finished base model lives in this workdir's base/."""
+    return os.path.exists(self.base_info_path)
+
+  def base_source(self) -> Workdir:
+    """The workdir whose base/ holds this run's base model (itself, or the one base_pointer.json names)."""
+    pointer = self.path(BASE_POINTER)
+    if not self.has_base() and os.path.exists(pointer):
+      return Workdir(read_json(pointer)["base_workdir"])
+    return self
+
+  def point_base_to(self, other: Workdir) -> None:
+    write_json_atomic(self.path(BASE_POINTER), {"base_workdir": other.root}, indent=None)
+
+  def base_info(self) -> dict:
+    """info.json of the base model this run uses (model shape, task, held-out results)."""
+    return read_json(self.base_source().base_info_path)
+
+  def write_base(self, params, info: dict) -> None:
+    """Saves the pretrained params, then info.json (whose presence marks the base finished)."""
+    import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+    os.makedirs(self.base_dir, exist_ok=True)
+    with ocp.StandardCheckpointer() as c:
+      c.save(self.base_params_path, params, force=True)
+    write_json_atomic(self.base_info_path, info)
+
+  def base_params(self, model_cfg, mesh) -> dict:
+    """The base parameters, restored onto `mesh` with the model's shardings."""
+    import jax  # pylint: disable=g-import-not-at-top
+    import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+    from rldyn import model as model_lib  # pylint: disable=g-import-not-at-top
+    from rldyn import state as state_lib  # pylint: disable=g-import-not-at-top
+    target = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                          model_lib.abstract_params(model_cfg), state_lib.param_shardings(model_cfg, mesh))
+    with ocp.StandardCheckpointer() as c:
+      return c.restore(self.base_source().base_params_path, target)
+
+  # ---- RL checkpoints ---------------------------------------------------------------------------------
+  def checkpoint_steps(self) -> list[int]:
+    if not os.path.isdir(self.checkpoints_dir):
+      return []
+    return sorted(int(n) for n in os.listdir(self.checkpoints_dir) if n.isdigit())
+
+  def checkpointer(self, keep: int = -1, async_save: bool = True):
+    from rldyn import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
+    return ckpt_lib.Checkpointer(self.checkpoints_dir, keep=keep, async_save=async_save)
+
+  def checkpoint_state(self, step: int, cfg, mesh) -> tuple[dict, dict]:
+    """(tree, meta) of RL checkpoint `step`: tree = {state: {params, opt_state}, ref_params}."""
+    from rldyn import state as state_lib  # pylint: disable=g-import-not-at-top
+    ckpt = self.checkpointer(async_save=False)
+    try:
+      return ckpt.restore(step, state_lib.abstract_rl_tree(cfg.model, cfg.rl.optim, cfg.rl.steps, mesh))
+    finally:
+      ckpt.close()
+
+  def checkpoint_params(self, step: int, cfg, mesh) -> dict:
+    return self.checkpoint_state(step, cfg, mesh)[0]["state"]["params"]
+
+
+def _is_pair_list(v: Any) -> bool:
+  return isinstance(v, list) and bool(v) and all(isinstance(p, list) and len(p) == 2 for p in v)
