@@ -1,4 +1,4 @@
-"""Token-role taggers, strategic-gram mining and matching (rldyn.roles); CPU, numpy only."""
+"""Token-role taggers, strategic-gram mining and matching, validation and the CLI (rldyn.roles); CPU."""
 
 import json
 import math
@@ -6,11 +6,18 @@ import os
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
+from conftest import smoke_config
+from rldyn import config as config_lib
+from rldyn import model as model_lib
+from rldyn import pretrain
 from rldyn import roles
+from rldyn import runs
 from rldyn.metrics.entropy import semantic_entropy
+from rldyn.roles import validation
 from rldyn.tasks import EXECUTION, OTHER, PLANNING, TOKENIZER, make_task
 
 tokenizers = pytest.importorskip("tokenizers")
@@ -363,36 +370,136 @@ def test_validate_texts_hand_computed(countdown):
   assert res["confusion"]["counts"] == [[0, 0, 1], [0, 4, 1], [0, 0, 7]]
 
 
-def test_cli_mine_and_validate(tmp_path, countdown):
-  rng = np.random.default_rng(0)
-  wd = tmp_path / "run"
-  (wd / "samples").mkdir(parents=True)
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+  """A run workdir: the smoke config's config.json, a random-init base model, 40 countdown samples."""
+  wd = tmp_path_factory.mktemp("run")
+  tok = TOKENIZER
+  cfg = config_lib.load(smoke_config(), vocab_size=tok.vocab_size, pad_id=tok.pad_id,
+                        stop_tokens=(tok.eos_id,))
   with open(wd / "config.json", "w") as f:
-    json.dump({"task": {"name": "countdown", "options": [["num_count", 3]]}}, f)
+    f.write(config_lib.to_json(cfg))
+  _, task = runs.load_run(str(wd))
+  pretrain.save_params(pretrain.base_dir(str(wd)), model_lib.init_params(cfg.model, jax.random.key(0)))
+  rng = np.random.default_rng(0)
+  (wd / "samples").mkdir()
   with open(wd / "samples" / "samples.jsonl", "w") as f:
     for step in range(40):
-      p = countdown.sample_problem(rng)
-      r = countdown.reference_trace(p, rng)
-      ok = countdown.verify(p, r)
+      p = task.sample_problem(rng)
+      r = task.reference_trace(p, rng)
+      ok = task.verify(p, r)
       f.write(json.dumps({"step": step, "problem": p.uid, "prompt": p.prompt, "response": r,
                           "reward": float(ok), "correct": ok}) + "\n")
+  return wd, cfg, task
+
+
+def _cli(*args):
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  return subprocess.run([sys.executable, "-m", "rldyn.roles", *args], cwd=root, capture_output=True,
+                        text=True, timeout=120)
+
+
+def test_cli_mine_and_validate(tmp_path, run_dir):
+  wd = run_dir[0]
   out = str(tmp_path / "lex.json")
-  roles.main(["mine", f"--samples={wd / 'samples'}", f"--out={out}", "--top_frac=0.5"])
+  mined = _cli("mine", f"--samples={wd / 'samples'}", f"--out={out}", "--top_frac=0.5")
+  assert mined.returncode == 0, mined.stderr
   lex = roles.load_lexicon(out)
   assert lex.groups and lex.meta["correct_only"] and lex.meta["top_frac"] == 0.5
   assert lex.meta["docs"] == len(roles.read_texts(str(wd), correct_only=True)) < 40
-  roles.main(["validate", f"--workdir={wd}", f"--lexicon={out}", "--entropy_model=none"])
-  with open(wd / "roles_validation.json") as f:
+  report = wd / "roles_validation.json"
+  report.unlink(missing_ok=True)
+  val = _cli("validate", f"--workdir={wd}", f"--lexicon={out}", "--entropy_model=none")
+  assert val.returncode == 0, val.stderr
+  assert val.stdout.startswith("precision=") and val.stdout.strip().endswith(str(report))
+  with open(report) as f:
     res = json.load(f)
   assert {"precision", "recall", "f1", "correct_only", "lexicon"} <= set(res)
   assert 0 < res["precision"] <= 1 and 0 < res["recall"] <= 1
-  with pytest.raises(SystemExit):
-    roles.main(["validate"])
+  assert "high_entropy_planning_frac" not in res and res["entropy_model"] == "none"
+
+
+def test_cli_usage_errors_and_help():
+  bad = _cli("minee", "--task=countdown")
+  assert bad.returncode != 0
+  assert bad.stderr.strip().splitlines() == [
+      "rldyn.roles: unknown command 'minee'; valid commands: mine, validate (--help lists the flags)"]
+  assert "give exactly one of --workdir or --task" in _cli("validate").stderr
+  assert "mine does not take --lexicon, --workdir" in _cli(
+      "mine", "--task=countdown", "--out=x.json", "--workdir=w", "--lexicon=l").stderr
+  assert "valid: base, final, none" in _cli("validate", "--task=countdown", "--entropy_model=best").stderr
+  helped = _cli("--help")  # absl's --help exits 1
+  for flag in ("--samples", "--workdir", "--entropy_model", "--[no]number_placeholder", "--top_frac"):
+    assert flag in helped.stdout, flag
+  assert "python -m rldyn.roles mine" in helped.stdout
 
 
 def test_python_dash_m_entry_point(tmp_path):
   out = str(tmp_path / "cd.json")
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  subprocess.run([sys.executable, "-m", "rldyn.roles", "mine", "--task=countdown", "--traces=30",
-                  f"--out={out}"], check=True, cwd=root, capture_output=True, timeout=120)
+  mined = _cli("mine", "--task=countdown", "--traces=30", f"--out={out}")
+  assert mined.returncode == 0, mined.stderr
   assert roles.load_lexicon(out).meta["traces_drawn"] == 30
+
+
+def test_model_entropies_equal_a_plain_forward(run_dir):
+  """Left-padded, batched scoring gives each response's entropies as a plain forward pass does.
+
+  The reference lays each [bos] + prompt + response from position 0 (right-padded, which a causal
+  model ignores) and reads the response's entropies at positions len(prompt) - 1 onwards.
+  """
+  wd, cfg, task = run_dir
+  with open(wd / "samples" / "samples.jsonl") as f:
+    records = [json.loads(line) for line in f][:5]
+  got = validation.model_entropies(str(wd), records, "base", batch_size=2)  # 3 batches, 1 padding row
+  tok = task.tokenizer
+  prompts = [[tok.bos_id] + tok.encode(r["prompt"]) for r in records]
+  responses = [tok.encode(r["response"]) for r in records]
+  width = max(len(p) + len(r) for p, r in zip(prompts, responses))
+  tokens = np.full((len(records), width), tok.pad_id, np.int32)
+  mask = np.zeros(tokens.shape, bool)
+  for i, (p, r) in enumerate(zip(prompts, responses)):
+    tokens[i, :len(p) + len(r)], mask[i, :len(p) + len(r)] = p + r, True
+  params = model_lib.init_params(cfg.model, jax.random.key(0))
+  forward = jax.jit(lambda t, m: model_lib.apply(cfg.model, params, t, model_lib.positions_from_mask(m),
+                                                 model_lib.causal_mask(m))[0])
+  z = np.asarray(forward(tokens, mask), np.float64) / cfg.sampling.temperature
+  logp = z - z.max(-1, keepdims=True)
+  logp -= np.log(np.exp(logp).sum(-1, keepdims=True))
+  ent = -(np.exp(logp) * logp).sum(-1)
+  for i, (p, r) in enumerate(zip(prompts, responses)):
+    assert got[i].shape == (len(r),)
+    np.testing.assert_allclose(got[i], ent[i, len(p) - 1:len(p) - 1 + len(r)], rtol=1e-4, atol=1e-4)
+  with pytest.raises(FileNotFoundError, match="no RL checkpoints"):
+    validation.model_entropies(str(wd), records, "final")
+  with pytest.raises(ValueError, match="valid: base, final, none"):
+    validation.validate_workdir(str(wd), entropy_model="best")
+
+
+def test_validate_workdir_with_base_entropies(run_dir):
+  wd = run_dir[0]
+  res = validation.validate_workdir(str(wd), lexicon="countdown", entropy_model="base")
+  with open(wd / "roles_validation.json") as f:
+    saved = json.load(f)
+  assert saved["entropy_model"] == "base" and saved["lexicon"].endswith("lexicon_countdown.json")
+  assert 0 <= res["high_entropy_planning_frac"] <= 1 and res["entropy_top_frac"] == 0.2
+  assert saved["high_entropy_planning_frac"] == pytest.approx(res["high_entropy_planning_frac"])
+  assert res["responses"] == 40 and res["correct_only"]["responses"] < 40
+
+
+def test_role_ids_have_one_definition():
+  from rldyn.roles import ids  # pylint: disable=g-import-not-at-top
+  from rldyn.tasks import base  # pylint: disable=g-import-not-at-top
+  assert (base.OTHER, base.PLANNING, base.EXECUTION) == (ids.OTHER, ids.PLANNING, ids.EXECUTION)
+  assert (roles.OTHER, roles.PLANNING, roles.EXECUTION) == (0, 1, 2)
+  assert ids.ROLE_NAMES[ids.PLANNING] == "planning" and ids.ROLE_NAMES[ids.EXECUTION] == "execution"
+  with open(ids.__file__) as f:
+    assert not [line for line in f if line.startswith(("import ", "from "))]
+
+
+def test_package_imports_lazily_without_jax():
+  code = ("import sys; import rldyn.tasks; from rldyn import roles; roles.make_tagger; roles.group_uses; "
+          "roles.mine_lexicon; assert 'jax' not in sys.modules, 'jax imported'; "
+          "assert 'rldyn.roles.validation' not in sys.modules; roles.validate_texts; "
+          "assert 'jax' in sys.modules")
+  done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+  assert done.returncode == 0, done.stderr

@@ -25,7 +25,7 @@ import numpy as np
 
 from rldyn.tasks import tokenizer as tokenizer_lib
 
-OTHER, PLANNING, EXECUTION = 0, 1, 2
+from rldyn.roles.ids import EXECUTION, OTHER, PLANNING  # noqa: F401  (the canonical role ids)
 ROLE_NAMES = ("other", "planning", "execution")
 HELDOUT_BUCKETS = 16  # 1/16 of each task's problem space is held out.
 MAX_REJECTIONS = 10_000  # Bound on rejection-sampling loops.
