@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -13,12 +14,11 @@ import pytest
 from conftest import smoke_config
 from rldyn import config as config_lib
 from rldyn import model as model_lib
-from rldyn import pretrain
 from rldyn import roles
-from rldyn import runs
 from rldyn.metrics.entropy import semantic_entropy
 from rldyn.roles import validation
 from rldyn.tasks import EXECUTION, OTHER, PLANNING, TOKENIZER, make_task
+from rldyn.workdir import Workdir
 
 tokenizers = pytest.importorskip("tokenizers")
 
@@ -373,24 +373,23 @@ def test_validate_texts_hand_computed(countdown):
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
   """A run workdir: the smoke config's config.json, a random-init base model, 40 countdown samples."""
-  wd = tmp_path_factory.mktemp("run")
+  wd = Workdir(str(tmp_path_factory.mktemp("run")))
   tok = TOKENIZER
   cfg = config_lib.load(smoke_config(), vocab_size=tok.vocab_size, pad_id=tok.pad_id,
                         stop_tokens=(tok.eos_id,))
-  with open(wd / "config.json", "w") as f:
-    f.write(config_lib.to_json(cfg))
-  _, task = runs.load_run(str(wd))
-  pretrain.save_params(pretrain.base_dir(str(wd)), model_lib.init_params(cfg.model, jax.random.key(0)))
+  wd.write_config(cfg)
+  _, task = wd.load_config()
+  wd.write_base(model_lib.init_params(cfg.model, jax.random.key(0)), {})
   rng = np.random.default_rng(0)
-  (wd / "samples").mkdir()
-  with open(wd / "samples" / "samples.jsonl", "w") as f:
+  os.makedirs(os.path.dirname(wd.samples_path))
+  with open(wd.samples_path, "w") as f:
     for step in range(40):
       p = task.sample_problem(rng)
       r = task.reference_trace(p, rng)
       ok = task.verify(p, r)
       f.write(json.dumps({"step": step, "problem": p.uid, "prompt": p.prompt, "response": r,
                           "reward": float(ok), "correct": ok}) + "\n")
-  return wd, cfg, task
+  return pathlib.Path(wd.root), cfg, task
 
 
 def _cli(*args):

@@ -25,6 +25,7 @@ from absl import flags
 from rldyn.roles.mining import mine_lexicon, read_texts, reference_traces
 from rldyn.roles.words import MatchOptions
 from rldyn.tasks import make_task
+from rldyn.workdir import ROLES_VALIDATION, Workdir
 
 _SAMPLES = flags.DEFINE_string("samples", "", "mine: a JSONL file, samples/ dir or workdir to mine.")
 _TASK = flags.DEFINE_string(
@@ -97,12 +98,12 @@ def validate() -> None:
   if _WORKDIR.value:
     res = validation.validate_workdir(_WORKDIR.value, _LEXICON.value, _ENTROPY_MODEL.value,
                                       _TOP_FRAC.value)
-    out = os.path.join(_WORKDIR.value, validation.REPORT)
+    out = Workdir(_WORKDIR.value).roles_validation_path
   else:
     task = make_task(_TASK.value)
     res = validation.validate_reference_traces(task, _LEXICON.value, _or(_TRACES, 1000),
                                                _or(_SEED, 1), correct_only=not _ALL_RESPONSES.value)
-    out = _OUT.value or validation.REPORT
+    out = _OUT.value or ROLES_VALIDATION
     validation.write_report(res, out)
   keys = ("precision", "recall", "f1", "high_entropy_planning_frac")
   print(" ".join(f"{k}={res[k]:.3f}" for k in keys if k in res) + f" -> {out}")

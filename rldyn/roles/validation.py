@@ -37,16 +37,15 @@ import jax
 import numpy as np
 
 from rldyn import parallel
-from rldyn import runs
 from rldyn.rl import step as step_lib
 from rldyn.roles.ids import PLANNING, ROLE_NAMES
 from rldyn.roles.lexicon import Lexicon, default_lexicon_name, lexicon_path, load_lexicon
 from rldyn.roles.matcher import Matcher, planning_semantic_entropy
 from rldyn.roles.mining import reference_traces
 from rldyn.roles.taggers import tag_text
+from rldyn.workdir import Workdir
 
 ENTROPY_MODELS = ("base", "final", "none")  # which model scores the samples' entropies (none: skip)
-REPORT = "roles_validation.json"  # written into the workdir
 
 
 def planning_prf(pred: Sequence[np.ndarray], truth: Sequence[np.ndarray]) -> dict[str, float]:
@@ -121,15 +120,15 @@ def response_entropy(model_cfg, temperature: float, params, tokens_BS, mask_BS, 
   return step_lib.token_logp_entropy(logits, tokens_BS[:, -n:], temperature)[1]
 
 
-def run_params(workdir: str, cfg: Any, which: str, mesh) -> dict:
+def run_params(wd: Workdir, cfg: Any, which: str, mesh) -> dict:
   """The run's base params (which="base") or those of its last RL checkpoint (which="final")."""
   if which == "base":
-    return runs.base_params(workdir, cfg, mesh)
+    return wd.base_params(cfg.model, mesh)
   if which == "final":
-    steps = runs.checkpoint_steps(workdir)
+    steps = wd.checkpoint_steps()
     if not steps:
-      raise FileNotFoundError(f"{workdir} has no RL checkpoints; use --entropy_model=base")
-    return runs.checkpoint_params(workdir, steps[-1], cfg, mesh)
+      raise FileNotFoundError(f"{wd.root} has no RL checkpoints; use --entropy_model=base")
+    return wd.checkpoint_params(steps[-1], cfg, mesh)
   raise ValueError(f"entropy model must be 'base' or 'final', got {which!r}")
 
 
@@ -140,9 +139,10 @@ def model_entropies(workdir: str, records: Sequence[Mapping[str, Any]], which: s
   One forward pass over [bos] + prompt + response (prompts left-padded, responses right-padded, fixed
   shapes), full-vocabulary entropy at the sampling temperature, float32 (`response_entropy`).
   """
-  cfg, task = runs.load_run(workdir)
+  wd = Workdir(workdir)
+  cfg, task = wd.load_config()
   mesh = parallel.make_mesh(parallel.MeshConfig(data=1, fsdp=1, tensor=1), devices=jax.devices()[:1])
-  params = run_params(workdir, cfg, which, mesh)
+  params = run_params(wd, cfg, which, mesh)
   tok = task.tokenizer
   prompts = [[tok.bos_id] + tok.encode(r["prompt"]) for r in records]
   responses = [tok.encode(r["response"]) for r in records]
@@ -164,15 +164,6 @@ def model_entropies(workdir: str, records: Sequence[Mapping[str, Any]], which: s
   return out
 
 
-def read_samples(path: str) -> list[dict]:
-  """The records of a samples.jsonl; raises if it has none."""
-  with open(path) as f:
-    records = [json.loads(line) for line in f if line.strip()]
-  if not records:
-    raise ValueError(f"{path} has no samples")
-  return records
-
-
 def validate_workdir(workdir: str, lexicon: str = "", entropy_model: str = "base",
                      top_frac: float = 0.2) -> dict:
   """Writes and returns WORKDIR/roles_validation.json (see the module docstring).
@@ -181,9 +172,11 @@ def validate_workdir(workdir: str, lexicon: str = "", entropy_model: str = "base
   """
   if entropy_model not in ENTROPY_MODELS:
     raise ValueError(f"unknown entropy model {entropy_model!r}; valid: {', '.join(ENTROPY_MODELS)}")
-  _, task = runs.load_run(workdir)
-  path = os.path.join(workdir, "samples", "samples.jsonl")
-  records = read_samples(path)
+  wd = Workdir(workdir)
+  _, task = wd.load_config()
+  records = wd.read_samples()
+  if not records:
+    raise ValueError(f"{wd.samples_path} has no samples")
   lex_path = lexicon_path(lexicon or default_lexicon_name(task))
   lex = load_lexicon(lex_path)
   texts = [r["response"] for r in records]
@@ -192,8 +185,8 @@ def validate_workdir(workdir: str, lexicon: str = "", entropy_model: str = "base
   res["correct_only"] = validate_texts(
       task, [r["response"] for r in records if r.get("correct")], lex)
   res.update({"lexicon": os.path.abspath(lex_path), "task": task.name,
-              "entropy_model": entropy_model, "samples": path})
-  write_report(res, os.path.join(workdir, REPORT))
+              "entropy_model": entropy_model, "samples": wd.samples_path})
+  write_report(res, wd.roles_validation_path)
   return res
 
 
