@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import time
 
 import pytest
 
@@ -323,7 +324,7 @@ def worker(tmp_path):
   (tmp_path / "bin").mkdir()
   python = tmp_path / "bin" / "python3"
   python.write_text('#!/usr/bin/env bash\ntrap \'echo "got TERM"; exit 75\' TERM\n'
-                    'echo "cwd=$PWD args=$* FOO=${FOO-unset}"\n'
+                    'echo "cwd=$PWD args=$* FOO=${FOO-unset} RLDYN_DISTRIBUTED=$RLDYN_DISTRIBUTED"\n'
                     'if [[ -n ${FAKE_SLEEP:-} ]]; then sleep "$FAKE_SLEEP" & wait; fi\nexit "${FAKE_RC:-0}"\n')
   python.chmod(0o755)
   env = {**os.environ, "HOME": str(home), "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}"}
@@ -339,7 +340,7 @@ def test_worker_runs_detached_and_wait_returns_its_exit_code(worker):
   assert run("start", "abc", "--config=c.py", "a b", FOO="x y", FAKE_RC="75").returncode == 0
   p = run("wait")
   assert p.returncode == 75
-  assert f"cwd={home}/rldyn-abc args=-m rldyn.main --config=c.py a b FOO=x y" in p.stdout
+  assert f"cwd={home}/rldyn-abc args=-m rldyn.main --config=c.py a b FOO=x y RLDYN_DISTRIBUTED=1" in p.stdout
   assert run("status").stdout.endswith("exited 75\n")
   assert run("start", "abc", "again", FAKE_RC="0").returncode == 0 and run("wait").returncode == 0
   log = run("cat").stdout
@@ -350,6 +351,10 @@ def test_worker_stop_sends_sigterm_and_records_75(worker):
   _, run = worker
   assert run("start", "abc", "x", FAKE_SLEEP="20").returncode == 0
   assert "running" in run("status").stdout
+  for _ in range(100):  # until the fake run has installed its SIGTERM handler (it prints after that)
+    if "cwd=" in run("cat").stdout:
+      break
+    time.sleep(0.1)
   assert "sent SIGTERM" in run("stop").stdout
   p = run("wait")
   assert p.returncode == 75 and "got TERM" in p.stdout

@@ -8,6 +8,7 @@
 
 TPU_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_DIR=$(cd "$TPU_DIR/.." && pwd)
+# shellcheck disable=SC2034  # used by the scripts that source this file
 EX_TEMPFAIL=75  # rldyn's exit code for "preempted (state saved); rerun the same command to resume"
 
 # Flag kinds: value (--f=V), bool (--f), list (--f=V, repeatable; kept one per line).
@@ -62,16 +63,17 @@ tpu::flag_list() {  # "a b" -> "--a --b"
 # tpu::parse "FLAGS THIS SCRIPT TAKES" "$@": loads the config, applies the flags, and leaves what follows
 # `--` in TPU_ARGS.
 tpu::parse() {
-  local allowed
-  # shellcheck disable=SC2086
-  allowed=$(echo $1 dry_run)  # one line, single spaces
+  local allowed words
+  read -r -d '' -a words <<< "$1" || true
+  allowed="${words[*]} dry_run"  # one line, single spaces
   shift
   tpu::load_config
-  TPU_ARGS=()
+  TPU_ARGS=()  # read by the calling script
   while (($#)); do
     local arg=$1
     shift
     if [[ $arg == -- ]]; then
+      # shellcheck disable=SC2034
       TPU_ARGS=("$@")
       break
     fi

@@ -54,7 +54,9 @@ case ${1:-} in
     # process). A trapped signal waits for the foreground command, so this shell records its exit code.
     trap ':' TERM INT HUP
     rc=0
-    PYTHONUNBUFFERED=1 python3 -m rldyn.main "$@" || rc=$?
+    # RLDYN_DISTRIBUTED=1: a multi-controller run; rldyn calls jax.distributed.initialize(), which finds
+    # its peers through the TPU VM's metadata server.
+    RLDYN_DISTRIBUTED=1 PYTHONUNBUFFERED=1 python3 -m rldyn.main "$@" || rc=$?
     echo "=== $(stamp) $HOST exit $rc"
     echo "$rc" > "$EXIT"
     exit "$rc"
