@@ -317,3 +317,37 @@ def test_export_errors(tmp_path, loaded):
   both = M.ModelConfig(vocab_size=8, qkv_bias=True, qk_norm=True)
   with pytest.raises(ValueError, match="both q/k norms and q/k/v biases"):
     hf.config_to_hf(both)
+
+
+# Hub config.json files of real models (as published, abridged to the keys that matter).
+LLAMA31_8B = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 128256,
+              "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
+              "num_attention_heads": 32, "num_key_value_heads": 8, "max_position_embeddings": 131072,
+              "rms_norm_eps": 1e-5, "rope_theta": 500000.0, "attention_bias": False, "mlp_bias": False,
+              "rope_scaling": {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                               "original_max_position_embeddings": 8192, "rope_type": "llama3"},
+              "tie_word_embeddings": False, "torch_dtype": "bfloat16", "hidden_act": "silu"}
+QWEN25_7B = {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "vocab_size": 152064,
+             "hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28,
+             "num_attention_heads": 28, "num_key_value_heads": 4, "max_position_embeddings": 131072,
+             "rms_norm_eps": 1e-6, "rope_theta": 1000000.0, "rope_scaling": None, "sliding_window": 131072,
+             "use_sliding_window": False, "tie_word_embeddings": False, "torch_dtype": "bfloat16"}
+QWEN3_8B = {"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "vocab_size": 151936,
+            "hidden_size": 4096, "intermediate_size": 12288, "num_hidden_layers": 36,
+            "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 128,
+            "max_position_embeddings": 40960, "rms_norm_eps": 1e-6, "rope_theta": 1000000,
+            "rope_scaling": None, "attention_bias": False, "use_sliding_window": False,
+            "tie_word_embeddings": False, "torch_dtype": "bfloat16"}
+
+
+@pytest.mark.parametrize("config,n", [(LLAMA31_8B, 8_030_261_248), (QWEN25_7B, 7_615_616_512),
+                                      (QWEN3_8B, 8_190_735_360)])
+def test_real_model_configs(config, n):
+  cfg = hf.config_from_hf(config)
+  assert cfg.param_dtype == cfg.dtype == "bfloat16"
+  assert cfg.num_params() == n  # the published parameter counts
+  assert sum(np.prod(x.shape) for x in jax.tree.leaves(M.abstract_params(cfg))) == n
+  back = hf.config_to_hf(cfg)
+  for k, v in config.items():
+    if k not in ("sliding_window",):
+      assert back[k] == v, k

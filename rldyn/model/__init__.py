@@ -4,6 +4,8 @@
     logits_BTV, cache = apply(cfg, params, tokens_BT, positions_BT, mask_BTS, cache, index)
     axes = logical_axes(cfg)                           # same tree, leaves = PartitionSpec of logical names
 
+Hugging Face checkpoints (Llama, Qwen2, Qwen3) load into and save from these trees with
+`rldyn.model.hf` (`cfg, params = hf.load(directory)`), and their tokenizer with `hf.load_tokenizer`.
 NNX modules live in `decoder.py`; this module splits them once per config (`nnx.split`) and merges the
 graph with whatever params a jitted function is given, so training, sampling and replay all work on
 plain pytrees that optax, orbax and numpy understand.
