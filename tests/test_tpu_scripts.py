@@ -169,7 +169,8 @@ def test_launch_quoting_survives_both_shells(env, tmp_path):
   """The printed command, run by a local shell and then (its --command) by the worker's, gives rldyn the
   exact argv: spaces, both quote kinds, $, backquotes, backslashes, ! and an empty value."""
   args = [*RLDYN, "--config.note=it's a \"test\" $HOME `id` \\n !", "--config.sp=a  b", "--config.empty=",
-          "--config.q='single'", "--config.dq=\"double\"", "*"]
+          "--config.q='single'", "--config.dq=\"double\"", "--config.d=it's $HOME", "--config.b=it's `id` \\x",
+          "*"]
   lines = env.dry("launch.sh", "--env=XLA_FLAGS=--a=1 --b='2'", "--", *args)
   subprocess.run(["bash", "-c", lines[0]], env=env.vars, check=True)  # the fake gcloud records its argv
   (argv,) = env.calls()
