@@ -9,6 +9,10 @@
 
 The model sees `[bos] + encode(prompt) + encode(response) + [eos]`.
 `evalsets.load_eval_set(task, size, seed)` gives fixed held-out problems.
+
+Real math data: `mathdata.load_problems(path)` reads GSM8K/MATH JSONL and
+verl parquet into Problems, and `verify_math(response, reference)` decides
+whether a response's final answer is the reference's (`math_grader`).
 """
 
 from typing import Any
@@ -24,6 +28,7 @@ from rldyn.tasks.base import ROLE_NAMES
 from rldyn.tasks.base import Task
 from rldyn.tasks.countdown import CountdownConfig
 from rldyn.tasks.countdown import CountdownTask
+from rldyn.tasks.math_grader import verify_math
 from rldyn.tasks.tokenizer import TOKENIZER
 from rldyn.tasks.tokenizer import Tokenizer
 

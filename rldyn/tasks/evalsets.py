@@ -36,8 +36,12 @@ GENERATOR_VERSION = 1  # Bump when generation changes, to invalidate caches.
 DEFAULT_DATA_DIR = "~/.cache/rldyn/tfds"
 _EVAL_SEED_DOMAIN = 0x5EED_E7A1  # Keeps eval rng streams apart from others.
 _SPLIT = "test"
-_NUMBER = re.compile(r"-?[0-9][0-9,]*(?:\.[0-9]+)?")
-_MAX_NUMERIC_CHARS = 10_000  # verify_numeric reads at most this much text.
+# A number: sign, digits (commas only in groups of three), fraction, exponent;
+# not glued to a word or a dot before it.
+_NUMBER = re.compile(r"(?<![\w.])(-?)((?:[1-9][0-9]{0,2}(?:,[0-9]{3})+(?![0-9])|"
+                     r"[0-9]+)(?:\.[0-9]+)?|\.[0-9]+)([eE][-+]?[0-9]+)?")
+_MAX_NUMERIC_CHARS = 1 << 20  # Longer texts score False.
+_MAX_DIGITS = 400  # Longer numbers score False.
 
 
 def generate_eval_problems(task: base.Task, size: int,
@@ -139,18 +143,32 @@ def _text(value: Any) -> str:
 
 def load_jsonl(path: str, question_key: str = "question",
                answer_key: str = "answer") -> list[base.Problem]:
-  """Problems from a GSM8K-style JSONL file (answer after '####' if any)."""
+  """Problems from a GSM8K-style JSONL file (answer after '####' if any).
+
+  A bad line (invalid JSON, not an object, a missing, null or non-text
+  field) raises ValueError naming the file and line. `mathdata.load_problems`
+  reads the GSM8K, MATH and verl layouts with chat prompts.
+  """
   problems = []
   with open(path, encoding="utf-8") as f:
     for line_no, line in enumerate(f, 1):
       if not line.strip():
         continue
-      record = json.loads(line)
+      try:
+        record = json.loads(line)
+      except json.JSONDecodeError as e:
+        raise ValueError(f"{path}:{line_no}: invalid JSON ({e})") from None
+      if not isinstance(record, dict):
+        raise ValueError(f"{path}:{line_no}: a line must be a JSON object, "
+                         f"got {type(record).__name__}")
       if question_key not in record or answer_key not in record:
         raise ValueError(f"{path}:{line_no}: needs keys {question_key!r} and "
                          f"{answer_key!r}, has {sorted(record)}")
-      question, solution = str(record[question_key]), str(record[answer_key])
+      question, solution = (_field(record, k, path, line_no)
+                            for k in (question_key, answer_key))
       answer = solution.rsplit("####", 1)[-1].strip()
+      if not answer:
+        raise ValueError(f"{path}:{line_no}: no answer after '####'")
       problems.append(base.Problem(
           uid=base.make_uid("jsonl", question), prompt=question,
           answer=answer,
@@ -158,18 +176,36 @@ def load_jsonl(path: str, question_key: str = "question",
   return problems
 
 
+def _field(record: dict[str, Any], key: str, path: str, line_no: int) -> str:
+  value = record[key]
+  if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+    raise ValueError(f"{path}:{line_no}: {key!r} must be text or a number, "
+                     f"got {json.dumps(value)[:40]}")
+  return str(value)
+
+
 def _final_number(text: str) -> decimal.Decimal | None:
-  text = text[-_MAX_NUMERIC_CHARS:]
-  if "####" in text:
-    m = _NUMBER.search(text.rsplit("####", 1)[-1])
-    number = m and m.group()
-  else:
-    numbers = _NUMBER.findall(text)
-    number = numbers[-1] if numbers else None
-  if not number:
+  """The first number after the last '####', else the last number; None if
+  there is none or it is too long. Scans all of `text` (no cut that could
+  split a number or drop the marker)."""
+  if len(text) > _MAX_NUMERIC_CHARS:
     return None
+  marker = text.rfind("####")
+  if marker >= 0:
+    m = _NUMBER.search(text, marker + 4)
+  else:
+    m = None
+    for m in _NUMBER.finditer(text):
+      pass
+  if m is None:
+    return None
+  digits = sum(c.isdigit() for c in m.group(2))
+  exponent = m.group(3)
+  if digits > _MAX_DIGITS or (exponent and len(exponent) > 8):
+    return None  # Far beyond any answer; not worth reading.
   try:
-    return decimal.Decimal(number.replace(",", ""))
+    return decimal.Decimal(m.group(1) + m.group(2).replace(",", "") +
+                           (exponent or ""))
   except decimal.InvalidOperation:
     return None
 
@@ -178,8 +214,11 @@ def verify_numeric(answer: str, response: str) -> bool:
   """Whether `response`'s final number equals `answer`'s.
 
   The final number is the first one after the last '####' if there is one,
-  else the last one in the text; commas are dropped. Reads at most the last
-  10k characters and never evaluates the text.
+  else the last one in the text. Numbers are `-12`, `1,234.5` (commas only
+  in groups of three), `.5`, `1e5`; digits glued to a letter or a dot before
+  them (`x5`, `v1.5`) are not numbers. Texts over 1 MiB and numbers over 400
+  digits score False. Never evaluates the text; `math_grader.verify_math`
+  also compares LaTeX.
   """
   expected, got = _final_number(answer), _final_number(response)
   return expected is not None and got is not None and expected == got
