@@ -177,12 +177,10 @@ def test_unsupported_configs_are_refused(tmp_path, changes, match):
 def _rewrite_weights(d, edit):
   """Rewrites model.safetensors of checkpoint dir d with edit(dict of arrays) applied."""
   path = os.path.join(d, "model.safetensors")
-  mapped = hf._Mapped()  # pylint: disable=protected-access
-  arrays = {n: np.array(mapped.array(t)) for n, t in hf._read_header(path).items()}  # pylint: disable=protected-access
-  del mapped
+  arrays = _tensors(d)
   edit(arrays)
-  hf._write_safetensors(path, [(n, a.shape) for n, a in arrays.items()], np.dtype(np.float32),  # pylint: disable=protected-access
-                        arrays.__getitem__)
+  write = hf._write_safetensors  # pylint: disable=protected-access
+  write(path, [(n, a.shape) for n, a in arrays.items()], np.dtype(np.float32), arrays.__getitem__)
 
 
 def test_missing_tensor_is_named(tmp_path):
@@ -208,7 +206,8 @@ def test_unexpected_tensor_is_named(tmp_path):
 
 def test_shape_mismatch_is_named(tmp_path):
   d = _copy(tmp_path, num_key_value_heads=4)
-  with pytest.raises(ValueError, match=r"k_proj\.weight has shape \(16, 32\); config.json implies \(32, 32\)"):
+  with pytest.raises(ValueError,
+                     match=r"k_proj\.weight has shape \(16, 32\); config.json implies \(32, 32\)"):
     hf.load(d)
 
 
@@ -235,8 +234,8 @@ def test_shard_names_stay_inside_the_directory(tmp_path):
 
 def _tensors(d):
   """{name: array} of a checkpoint directory, through the loader's own reader."""
-  mapped = hf._Mapped()  # pylint: disable=protected-access
-  return {n: np.array(mapped.array(t)) for n, t in hf._checkpoint_tensors(d).items()}  # pylint: disable=protected-access
+  mapped, tensors = hf._Mapped(), hf._checkpoint_tensors(d)  # pylint: disable=protected-access
+  return {n: np.array(mapped.array(t)) for n, t in tensors.items()}
 
 
 @pytest.mark.parametrize("kind", KINDS)

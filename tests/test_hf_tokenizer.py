@@ -70,8 +70,8 @@ def llama_dir(root):
   tok.post_processor = processors.TemplateProcessing(single="<|begin_of_text|> $A",
                                                      special_tokens=[("<|begin_of_text|>", 0)])
   return _write(os.path.join(root, "llama"), tok,
-                {"bos_token": "<|begin_of_text|>", "eos_token": {"__type": "AddedToken", "content": "<|end_of_text|>",
-                                                                  "special": True},
+                {"bos_token": "<|begin_of_text|>",
+                 "eos_token": {"__type": "AddedToken", "content": "<|end_of_text|>", "special": True},
                  "chat_template": LLAMA3},
                 {"eos_token_id": [1, 4]})
 

@@ -1,6 +1,7 @@
 """rldyn against live transformers (optional group: needs torch and transformers, skipped without).
 
-    .venv/bin/pip install torch==2.13.0 transformers && .venv/bin/python -m pytest -q tests/test_hf_transformers.py
+    .venv/bin/pip install torch==2.13.0 transformers
+    .venv/bin/python -m pytest -q tests/test_hf_transformers.py
 
 Tiny random Llama, Qwen2 and Qwen3 checkpoints are built with transformers here (tied and untied,
 one sharded); rldyn's logits, next-token log-probs and entropies must match within 1e-4 in float32 on

@@ -329,7 +329,8 @@ def _write_safetensors(path: str, tensors: list[tuple[str, tuple[int, ...]]], dt
   header, offset = {"__metadata__": {"format": "pt"}}, 0
   for name, shape in tensors:
     nbytes = math.prod(shape) * dtype.itemsize
-    header[name] = {"dtype": _ST_NAMES[dtype], "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
+    header[name] = {"dtype": _ST_NAMES[dtype], "shape": list(shape),
+                    "data_offsets": [offset, offset + nbytes]}
     offset += nbytes
   raw = json.dumps(header, separators=(",", ":")).encode()
   raw += b" " * (-len(raw) % 8)
