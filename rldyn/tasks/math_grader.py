@@ -93,18 +93,19 @@ def extract_answer(text: str) -> str | None:
 
 
 def _last_boxed(text: str) -> str | None:
-  """The argument of the last \\boxed / \\fbox (None if absent or unclosed)."""
+  """The argument of the last \\boxed / \\fbox; None if there is none, ""
+  if it is malformed (unclosed, too long)."""
   boxed, fbox = text.rfind("\\boxed"), text.rfind("\\fbox")
   start = max(boxed, fbox)
   if start < 0:
     return None
   i = start + (len("\\boxed") if start == boxed else len("\\fbox"))
   if i < len(text) and text[i] == "{":
-    return _group(text, i)
+    return _group(text, i) or ""
   if i < len(text) and text[i] == " ":  # `\boxed 5`: one token.
     token = text[i:i + MAX_ANSWER_CHARS + 2].split(maxsplit=1)
-    return token[0].rstrip("$.") if token else None
-  return None  # `\boxedx` is another command; malformed.
+    return token[0].rstrip("$.") if token else ""
+  return ""  # `\boxedx` or a box cut off at the end.
 
 
 def _group(text: str, i: int) -> str | None:
@@ -160,8 +161,9 @@ def _after_answer_phrase(text: str) -> str | None:
 # ---------------------------------------------------------------------------
 # Normalisation.
 
+# Dropped spacing and decoration; a row break `\\` is matched first and kept.
 _DROP = re.compile(
-    r"\\(?:left|right|displaystyle|textstyle)(?![a-zA-Z])|"
+    r"(\\\\)|\\(?:left|right|displaystyle|textstyle)(?![a-zA-Z])|"
     r"\\[!,;: ]|\\q?quad(?![a-zA-Z])|\^\s*\{?\s*\\circ\s*\}?|\\circ(?![a-zA-Z])|"
     r"\\%|%|\\\$|\$|\\approx(?![a-zA-Z])|~")
 _TEXT_CMD = r"\\(?:text|textbf|textit|textrm|textnormal|mathrm|mathbf|mbox)"
@@ -190,7 +192,7 @@ def normalize(answer: str) -> str:
   s = _SQRT_SHORT.sub(r"\\sqrt{\1}", s)
   s = _TEXT_CONJ.sub(",", s)
   s = _TRAILING_UNIT.sub("", s)
-  s = _DROP.sub("", s)
+  s = _DROP.sub(r"\1", s)
   s = _TEXT.sub(r"\1", s)
   # No spaces, except one that ends a command name before a letter (`\pi r`).
   s = _SPACE.sub(lambda m: m.group(1) + " " if m.group(1) else "", s)
@@ -487,19 +489,21 @@ class _SymbolicWorker:
   `calls`, `timeouts` (cut off here or in the worker), `restarts`.
   """
 
-  def __init__(self):
+  def __init__(self, argv: list[str] | None = None):
+    self._argv = argv or [sys.executable, "-u", _WORKER_PATH]
     self._lock = threading.Lock()
     self._proc: subprocess.Popen[bytes] | None = None
     self._buffer = b""
     self.calls = self.timeouts = self.restarts = 0
 
   def _start(self) -> None:
-    if importlib.util.find_spec("math_verify") is None:
+    if self._argv[-1] == _WORKER_PATH and (
+        importlib.util.find_spec("math_verify") is None):
       raise ImportError(
           "verify_math needs math-verify to compare symbolic answers: "
           "pip install 'math-verify[antlr4_13_2]'")
     self._proc = subprocess.Popen(
-        [sys.executable, "-u", _WORKER_PATH], stdin=subprocess.PIPE,
+        self._argv, stdin=subprocess.PIPE,
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, close_fds=True)
     self._buffer = b""
     self.restarts += 1

@@ -90,6 +90,8 @@ def load_problems(path: str, source: str | None = None,
   problems, first_line, skipped = {}, {}, []
   for where, row in rows:
     try:
+      if isinstance(row, ValueError):
+        raise row
       problem = _problem(row, source, instruction, where)
     except ValueError as e:
       if not skip_invalid:
@@ -141,9 +143,10 @@ def _jsonl_rows(path: str) -> Iterator[tuple[str, Any]]:
       if not line.strip():
         continue
       try:
-        yield f"{line_no}", json.loads(line)
+        row = json.loads(line)
       except json.JSONDecodeError as e:
-        raise ValueError(f"{path}:{line_no}: invalid JSON ({e})") from None
+        row = ValueError(f"invalid JSON ({e})")  # Raised (or skipped) later.
+      yield f"{line_no}", row
 
 
 def _parquet_rows(path: str) -> Iterator[tuple[str, Any]]:
