@@ -26,10 +26,13 @@ setuptools.setup(
         "grain",
     ],
     extras_require={
-        "hf": ["safetensors", "tokenizers"],
+        "hf": ["tokenizers", "jinja2"],  # checkpoint import/export reads safetensors itself
+        "hf-test": ["torch", "transformers>=4.51"],  # live comparison with transformers (tests skip without)
+        "gcs": ["gcsfs"],  # gs:// workdirs
         "tensorboard": ["tensorboardX"],
         "report": ["matplotlib"],
-        "dev": ["pytest", "ruptures", "scipy", "matplotlib", "tensorboardX", "safetensors", "tokenizers"],
+        "dev": ["pytest", "ruptures", "scipy", "matplotlib", "tensorboardX", "safetensors", "tokenizers",
+                "jinja2"],
     },
     entry_points={
         "console_scripts": [

@@ -24,6 +24,7 @@ from benchmarks.common import banner  # noqa: E402
 from rldyn import config as config_lib  # noqa: E402
 from rldyn import launch  # noqa: E402
 from rldyn.replay import runner  # noqa: E402
+from rldyn.workdir import Workdir  # noqa: E402
 
 
 def build_run(size: str, root: str) -> str:
@@ -64,7 +65,7 @@ def main() -> None:
       workdir = build_run(args.size, root)
       print(f"built a {args.size} run in {time.time() - t0:.0f} s", flush=True)
     opts = runner.ReplayOptions(n=args.n, probe=args.probe, batch_size=args.batch_size, progress=False)
-    cfg = runner.runs.load_run(workdir)[0]
+    cfg = Workdir(workdir).load_config()[0]
     print(f"model d={cfg.model.d_model} layers={cfg.model.n_layers}, max_new_tokens="
           f"{cfg.sampling.max_new_tokens}; probe {args.probe} problems × n {args.n} = "
           f"{args.probe * args.n} responses per checkpoint, batch {args.batch_size}", flush=True)

@@ -33,7 +33,7 @@ def main():
   banner("rl step")
   c = config_lib.default()
   c.sampling.max_new_tokens = args.new
-  cfg, task, mesh = launch.prepare(c, "/tmp/rldyn/bench_rl_step")
+  cfg, task, mesh, _ = launch.prepare(c, "/tmp/rldyn/bench_rl_step")
   params = state_lib.init_params(cfg.model, mesh, jax.random.key(0))
   tx = make_optimizer(cfg.rl.optim, 100)
   rng = np.random.default_rng(0)

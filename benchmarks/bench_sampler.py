@@ -75,7 +75,7 @@ def bench_pretrain_step():
   from rldyn.optim import make_optimizer  # pylint: disable=g-import-not-at-top
   c = config_lib.default()
   c.stage = "pretrain"
-  cfg, task, mesh = launch.prepare(c, "/tmp/rldyn/bench_sampler")
+  cfg, task, mesh, _ = launch.prepare(c, "/tmp/rldyn/bench_sampler")
   tx = make_optimizer(cfg.pretrain.optim, cfg.pretrain.steps)
   params = state_lib.init_params(cfg.model, mesh, jax.random.key(0))
   opt = state_lib.init_opt_state(tx, params, mesh)

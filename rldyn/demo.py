@@ -10,15 +10,12 @@ complete, prints the summary again).
 
 from __future__ import annotations
 
-import sys
-
-from absl import app
 from absl import flags
 from absl import logging
 
+from rldyn import cli
 from rldyn import launch
 from rldyn import runtime
-from rldyn.config import ConfigError
 from rldyn.experiments import two_phase
 from rldyn.workdir import Workdir
 
@@ -33,15 +30,11 @@ def main(argv):
   runtime.enable_compile_cache()
   wd = Workdir(_WORKDIR.value)
   launch.print_devices()
-  try:
-    launch.run(two_phase.get_config(_VARIANT.value), wd.root)
-  except ConfigError as e:
-    print(f"rldyn: error: {e}", file=sys.stderr, flush=True)
-    sys.exit(2)
+  launch.run(two_phase.get_config(_VARIANT.value), wd.root)
   from rldyn.phases import report  # pylint: disable=g-import-not-at-top
   report.analyse(wd.metrics_path, wd.root)
   print(f"\nwrote {wd.phases_path} and {wd.phases_plot_path}", flush=True)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main, __name__)

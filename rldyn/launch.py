@@ -140,7 +140,19 @@ def differing_keys(a: dict, b: dict, prefix: str = "") -> list[str]:
 
 
 def prepare(config_dict, workdir: str) -> tuple[Config, Task, object, Workdir]:
-  """Validates everything that can be checked without compiling or writing: (cfg, task, mesh, wd)."""
+  """Validates everything that can be checked without compiling or writing: (cfg, task, mesh, wd).
+
+  Raises ConfigError (a ValueError) naming the problem; nothing is written.
+  """
+  try:
+    return _prepare(config_dict, workdir)
+  except ConfigError:
+    raise
+  except ValueError as e:  # registries, the mesh and the dataclasses raise ValueError with the choices
+    raise ConfigError(str(e)) from e
+
+
+def _prepare(config_dict, workdir: str) -> tuple[Config, Task, object, Workdir]:
   if not workdir:
     raise ConfigError("--workdir must name a directory (it was empty)")
   cfg, task = make_config(config_dict)

@@ -16,14 +16,13 @@ another directory, or to "" to turn it off), so a second launch of the same stud
 import os
 import sys
 
-from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from rldyn import cli
 from rldyn import launch
 from rldyn import runtime
-from rldyn.config import ConfigError
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config: a config file `path.py[:variant]`, or a shipped study name "
@@ -61,17 +60,12 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
   runtime.enable_compile_cache()
   launch.print_devices()
-  try:
-    launch.run(_CONFIG.value, _WORKDIR.value)
-  except ConfigError as e:
-    print(f"rldyn: error: {e}", file=sys.stderr, flush=True)
-    sys.exit(2)
+  launch.run(_CONFIG.value, _WORKDIR.value)
 
 
 def entry():
   sys.argv = resolve_config_flag(sys.argv)
-  flags.adopt_module_key_flags(sys.modules[__name__])
-  app.run(main)
+  cli.run(main, __name__)
 
 
 if __name__ == "__main__":

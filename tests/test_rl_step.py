@@ -83,8 +83,25 @@ def test_first_minibatch_logp_matches_recompute():
   batch["old_logp_BN"] = np.asarray(logp) * batch["resp_mask_BN"]
   _, m = _run(mesh, batch)
   assert m["sampler/logp_diff_max"] < 1e-5
-  # From the second minibatch on the policy moved, so the clip can be active.
-  assert m["clip_frac"] >= 0.0
+  assert m["clip_frac"] == 0.0  # ρ = 1 on minibatch 0 and within 1 ± 0.2 after one small step
+
+
+def test_clip_frac_counts_exactly_the_clipped_tokens():
+  """ρ = e^0.5 ≈ 1.65 > 1 + ε on the tokens of rows with A > 0: exactly those tokens are clipped."""
+  mesh = parallel.make_mesh(parallel.MeshConfig(1, 1, 1), jax.devices()[:1])
+  batch = _batch(3)
+  params = state_lib.init_params(CFG, mesh, jax.random.key(0))
+  logits = S.response_logits(CFG, params, jnp.asarray(batch["tokens_BS"]), jnp.asarray(batch["mask_BS"]), N)
+  logp = np.asarray(S.token_logp_entropy(logits, jnp.asarray(batch["tokens_BS"][:, -N:]), 1.0)[0])
+  m = batch["resp_mask_BN"]
+  pos = (batch["adv_BN"] > 0) & (m > 0)
+  assert 0 < pos.sum() < m.sum()
+  batch["old_logp_BN"] = (logp - 0.5 * pos) * m
+  _, metrics = _run(mesh, batch)
+  assert metrics["clip_frac"] == pytest.approx(pos.sum() / m.sum(), abs=1e-6)
+  for name, rid in (("planning", 1), ("execution", 2)):
+    w = (m > 0) & (batch["roles_BN"] == rid)
+    assert metrics[f"clip_frac/{name}"] == pytest.approx((pos & w).sum() / w.sum(), abs=1e-6)
 
 
 def test_nonfinite_update_is_skipped():

@@ -15,7 +15,7 @@ from collections.abc import Hashable, Iterable, Sequence
 
 import numpy as np
 
-from rldyn.tasks.base import PLANNING
+from rldyn.roles.ids import PLANNING
 
 
 def semantic_entropy(group_uses: Iterable[Hashable]) -> float:

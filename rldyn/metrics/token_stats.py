@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from rldyn.tasks.base import EXECUTION, PLANNING
+from rldyn.roles.ids import EXECUTION, PLANNING
 
 # The roles that get their own statistics (tokens of role `other` count only in the `all` means).
 ROLE_IDS = {"planning": PLANNING, "execution": EXECUTION}

@@ -66,6 +66,8 @@ class ModelConfig:
   rope_low_freq_factor: float = 1.0  # llama3: wavelengths above original_max_len / this are divided by factor
   rope_high_freq_factor: float = 4.0  # llama3: wavelengths below original_max_len / this are kept
   rope_original_max_len: int = 8192  # llama3: the context length the model was pretrained at
+  rope_hf_freqs: bool = False  # RoPE frequencies as Hugging Face computes them, 1/θ^(2i/d) (hf.load sets
+  #   it); False: θ^(-2i/d), which rldyn's own models were trained with (1 ulp apart on a few frequencies)
   param_dtype: str = "float32"
   dtype: str = "float32"  # compute dtype; logits are always float32
   attention: str = "xla"  # xla: einsum attention | cudnn: fused (flash) attention, GPU + bf16 only
@@ -168,9 +170,15 @@ class Proj(nnx.Module):
     return y
 
 
-def rope_inv_freq(cfg: ModelConfig) -> np.ndarray:
-  """float32 [D/2] rotation frequencies, scaled as cfg.rope_scaling says (Hugging Face's formulas)."""
+def rope_inv_freq(cfg: ModelConfig):
+  """float32 [D/2] rotation frequencies, scaled as cfg.rope_scaling says (Hugging Face's formulas).
+
+  Unscaled RoPE without rope_hf_freqs keeps the formula rldyn's own models were trained with, so their
+  forward pass is bitwise what it was.
+  """
   d = cfg.head_dim
+  if cfg.rope_scaling == "default" and not cfg.rope_hf_freqs:
+    return cfg.rope_theta ** (-jnp.arange(0, d, 2, dtype=jnp.float32) / d)
   inv_freq = (1.0 / (np.float32(cfg.rope_theta) ** (np.arange(0, d, 2, dtype=np.float32) / d))
               ).astype(np.float32)
   if cfg.rope_scaling == "linear":

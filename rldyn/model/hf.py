@@ -134,6 +134,7 @@ def config_from_hf(c: Mapping, *, param_dtype: str | None = None, dtype: str | N
       param_dtype=param_dtype or _TORCH_DTYPES[stored],
       dtype=dtype or param_dtype or _TORCH_DTYPES[stored],
       attention=attention,
+      rope_hf_freqs=True,
       **_rope(c))
 
 

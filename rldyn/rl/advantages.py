@@ -20,7 +20,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from rldyn.registry import Registry
-from rldyn.tasks.base import PLANNING
+from rldyn.roles.ids import PLANNING
 
 ADVANTAGES: Registry = Registry("advantage estimator")
 TRANSFORMS: Registry = Registry("advantage transform")

@@ -49,10 +49,15 @@ def token_logp_entropy(logits_BNV, tokens_BN, temperature: float):
   return logp, ent
 
 
+def response_logp_entropy(model_cfg, temperature: float, params, tokens_BS, mask_BS, n: int):
+  """Teacher-forced (log π(token), full-vocabulary entropy) of the N response tokens (float32 [B, N] each)."""
+  logits = response_logits(model_cfg, params, tokens_BS, mask_BS, n)
+  return token_logp_entropy(logits, tokens_BS[:, -n:], temperature)
+
+
 def response_logprobs(model_cfg, temperature: float, params, tokens_BS, mask_BS, n: int):
   """Teacher-forced log π(token) of the N response tokens of each row (float32 [B, N])."""
-  logits = response_logits(model_cfg, params, tokens_BS, mask_BS, n)
-  return token_logp_entropy(logits, tokens_BS[:, -n:], temperature)[0]
+  return response_logp_entropy(model_cfg, temperature, params, tokens_BS, mask_BS, n)[0]
 
 
 def rollout_metrics(batch) -> dict:

@@ -113,11 +113,9 @@ def validate_texts(task: Any, texts: Sequence[str], lexicon: Lexicon,
 def response_entropy(model_cfg, temperature: float, params, tokens_BS, mask_BS, n: int):
   """Full-vocabulary entropy at the sampling temperature of the N response positions (float32 [B, N]).
 
-  The RL step's own scoring: `rl.step.response_logits` and `token_logp_entropy`, as `response_logprobs`
-  composes them for the log-probs.
+  The RL step's own scoring (`rl.step.response_logp_entropy`), as training and replay use it.
   """
-  logits = step_lib.response_logits(model_cfg, params, tokens_BS, mask_BS, n)
-  return step_lib.token_logp_entropy(logits, tokens_BS[:, -n:], temperature)[1]
+  return step_lib.response_logp_entropy(model_cfg, temperature, params, tokens_BS, mask_BS, n)[1]
 
 
 def run_params(wd: Workdir, cfg: Any, which: str, mesh) -> dict:

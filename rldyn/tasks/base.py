@@ -25,8 +25,7 @@ import numpy as np
 
 from rldyn.tasks import tokenizer as tokenizer_lib
 
-from rldyn.roles.ids import EXECUTION, OTHER, PLANNING  # noqa: F401  (the canonical role ids)
-ROLE_NAMES = ("other", "planning", "execution")
+from rldyn.roles.ids import EXECUTION, OTHER, PLANNING, ROLE_NAMES  # noqa: F401  (the canonical role ids)
 HELDOUT_BUCKETS = 16  # 1/16 of each task's problem space is held out.
 MAX_REJECTIONS = 10_000  # Bound on rejection-sampling loops.
 

@@ -1,0 +1,66 @@
+"""What every rldyn command line shares: `--help` that lists the command's flags, and one-line errors.
+
+    def entry():
+      cli.run(main, __name__)
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+from absl import app
+from absl import flags
+
+from rldyn.config import ConfigError
+
+
+def lend_help(module_name: str) -> None:
+  """absl's --help shows the main module's docstring and key flags; under a console script the main
+  module is the generated launcher, so lend it the command module's."""
+  module = sys.modules[module_name]
+  launcher = sys.modules["__main__"]
+  if launcher is not module:
+    if not launcher.__doc__:
+      launcher.__doc__ = module.__doc__
+    for flag in flags.FLAGS.get_key_flags_for_module(module):
+      flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+
+
+def guarded(main: Callable) -> Callable:
+  """main, with a ConfigError (bad key, value or name; nothing written) printed as one line, exit 2."""
+  def wrapped(argv):
+    try:
+      return main(argv)
+    except ConfigError as e:
+      print(f"rldyn: error: {e}", file=sys.stderr, flush=True)
+      sys.exit(2)
+  return wrapped
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with a bad --config.key=value override reported as one line (exit 2).
+
+  ml_collections raises AttributeError/KeyError/TypeError/ValueError from inside absl's parser for an
+  unknown key or a value of the wrong type; absl would print a long traceback.
+  """
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    print(f"rldyn: error: {e} (--help lists the flags)", file=sys.stderr, flush=True)
+    sys.exit(2)
+  except (AttributeError, KeyError, TypeError, ValueError) as e:
+    msg = str(e.args[0] if e.args else e).strip("'\"").replace("\\n", " ").replace("\n", " ")
+    msg = msg.replace("\\'", "'").replace('\\"', '"')
+    overrides = [a.split("=", 1)[0] for a in argv if a.startswith("--config.")]
+    bad = [o for o in overrides if any(part and part in msg for part in o[len("--config."):].split("."))]
+    if isinstance(e, (AttributeError, KeyError)) and bad:
+      hint = msg[msg.index("Did you mean"):] if "Did you mean" in msg else "docs/config.md lists every key"
+      msg = f"unknown config key {bad[-1][len('--config.'):]!r}; {hint}"
+    print(f"rldyn: error: bad config override: {msg}", file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
+def run(main: Callable, module_name: str) -> None:
+  lend_help(module_name)
+  app.run(guarded(main), flags_parser=parse_flags)
