@@ -165,7 +165,8 @@ def _after_answer_phrase(text: str) -> str | None:
 _DROP = re.compile(
     r"(\\\\)|\\(?:left|right|displaystyle|textstyle)(?![a-zA-Z])|"
     r"\\[!,;: ]|\\q?quad(?![a-zA-Z])|\^\s*\{?\s*\\circ\s*\}?|\\circ(?![a-zA-Z])|"
-    r"\\%|%|\\\$|\$|\\approx(?![a-zA-Z])|~")
+    r"\\%|%|\\\$|\$|~")
+_APPROX = re.compile(r"\\approx(?![a-zA-Z])")
 _TEXT_CMD = r"\\(?:text|textbf|textit|textrm|textnormal|mathrm|mathbf|mbox)"
 _TEXT_CONJ = re.compile(
     r",?\s*" + _TEXT_CMD + r"\{\s*,?\s*(?:and|or)\s*\}|,?\s+(?:and|or)\s+")
@@ -193,6 +194,7 @@ def normalize(answer: str) -> str:
   s = _TEXT_CONJ.sub(",", s)
   s = _TRAILING_UNIT.sub("", s)
   s = _DROP.sub(r"\1", s)
+  s = _APPROX.sub("=", s.strip()).lstrip("=")  # `\frac23 \approx 0.67`.
   s = _TEXT.sub(r"\1", s)
   # No spaces, except one that ends a command name before a letter (`\pi r`).
   s = _SPACE.sub(lambda m: m.group(1) + " " if m.group(1) else "", s)
