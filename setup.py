@@ -29,10 +29,12 @@ setuptools.setup(
         "hf": ["tokenizers", "jinja2"],  # checkpoint import/export reads safetensors itself
         "hf-test": ["torch", "transformers>=4.51"],  # live comparison with transformers (tests skip without)
         "gcs": ["gcsfs"],  # gs:// workdirs
+        "math": ["math-verify[antlr4_13_2]>=0.9"],  # symbolic equivalence in rldyn.tasks.verify_math
+        "parquet": ["pyarrow"],  # verl-style parquet task files
         "tensorboard": ["tensorboardX"],
         "report": ["matplotlib"],
         "dev": ["pytest", "ruptures", "scipy", "matplotlib", "tensorboardX", "safetensors", "tokenizers",
-                "jinja2"],
+                "jinja2", "math-verify[antlr4_13_2]>=0.9", "pyarrow"],
     },
     entry_points={
         "console_scripts": [

@@ -36,14 +36,15 @@ class ConfigError(ValueError):
 # Fields filled from the task's tokenizer, not from the ConfigDict: section -> field names.
 DERIVED = {"model": ("vocab_size",), "sampling": ("pad_id", "stop_tokens")}
 # Default countdown world of the default study (the task's own config class holds its library defaults).
+# Sorted by key, as ml_collections orders them: the strategy mix's order is the order strategies are drawn in.
 DEFAULT_TASK_OPTIONS = (
-    ("num_count", 3),  # numbers per problem
-    ("max_number", 12),  # numbers are drawn from 1..max_number
-    ("max_target", 60),  # targets lie in 1..max_target
     ("budget", 8),  # most tries in a reference trace before it says `fail`
     ("error_rate", 0.1),  # P(a written intermediate result is wrong) in reference traces
     ("max_error", 3),  # a wrong result is off by 1..max_error
-    ("strategy_mix", (("greedy", 0.5), ("dfs", 0.25), ("random", 0.25))),  # reference search strategies
+    ("max_number", 12),  # numbers are drawn from 1..max_number
+    ("max_target", 60),  # targets lie in 1..max_target
+    ("num_count", 3),  # numbers per problem
+    ("strategy_mix", (("dfs", 0.25), ("greedy", 0.5), ("random", 0.25))),  # reference search strategies
 )
 
 
