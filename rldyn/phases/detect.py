@@ -6,6 +6,7 @@ and docs/phases.md for the model, the decision rule and its assumptions);
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import statistics
@@ -161,6 +162,7 @@ class PhaseResult:
   ll_threshold: float | None = None        # profile value above which tau is in the CI
   overlap: bool = False                    # planning turned up clearly before consolidation ended
   overlap_steps: float | None = None       # end of consolidation - planning's turn-up, in steps
+  turn_up: tuple[float, float, float] | None = None  # planning's own boundary, lo, hi (if overlap)
 
   def to_json(self) -> dict[str, Any]:
     return {
@@ -436,11 +438,16 @@ def fit_phases(series: Series, config: PhaseConfig = PhaseConfig()) -> PhaseResu
   overlap_ci = None
   if exe and plan:
     overlap_ci = _line_up(result, fits, preps, prof, exe, plan, ones, config, to_step)
+  _decide(result, fits, fit_names, config, at_edge=at_edge)
   if overlap_ci is not None:
+    # Planning turned up clearly before consolidation ended: one shared tau is
+    # a compromise between the two halves, so give each half its own boundary.
+    # The shared-boundary answer stands only if it is the arc and this is not.
+    shared = dataclasses.replace(result, signals={n: copy.copy(f) for n, f in fits.items()})
     _decide_overlap(result, fits, preps, prof, fit_names, ones, penalty, config, to_step,
                     span, *overlap_ci)
-  else:
-    _decide(result, fits, fit_names, config, at_edge=at_edge)
+    if shared.detected and not result.detected:
+      return shared
   return result
 
 
@@ -491,6 +498,8 @@ def _line_up(result: PhaseResult, fits, preps, prof: _Profiles, exe: list[str],
                      round(float(to_step(rec.max())), 1) if math.isfinite(rec.max()) else None]
   if not ci_p[1] < ci_e[0]:
     return None
+  result.overlap = True
+  result.turn_up = (to_step(tau_G[gp]), to_step(ci_p[0]), to_step(ci_p[1]))
   return ge, ci_e, inside_e, thresh_e, prof_e, gp, ci_p
 
 
@@ -503,12 +512,14 @@ def _decide_overlap(result: PhaseResult, fits, preps, prof: _Profiles, fit_names
   The model now has two boundaries: execution (and accuracy) change at the end
   of consolidation, planning at its own turn-up (one more parameter in dBIC).
   It is the arc -- with overlapping phases, as in HICRA's Llama runs -- when
-  execution falls then flattens, planning rises after its turn-up, and
-  planning is not back above its earlier level clearly before consolidation
-  ends. If it is (a planning rise that comes first), the order is reversed.
+  execution falls then flattens, planning dips significantly, rises after its
+  turn-up, and is back above its earlier level no earlier than the start of
+  the consolidation-end interval. If its recovery range lies entirely before
+  that interval (a planning rise that comes first), the order is reversed.
+  Called only when one shared boundary does not show the arc.
   """
   tau_G = prof.tau_G
-  tau_e, tau_p = float(tau_G[ge]), float(tau_G[gp])
+  tau_e = float(tau_G[ge])
   at = {n: (gp if preps[n].role == PLANNING else ge) for n in fit_names}
   delta_ll = {n: (prof.ll_G[n][at[n]] - ones[n].ll) / prof.phi[n] for n in fit_names}
   # One more parameter than the shared-boundary model: planning's own boundary.
@@ -517,7 +528,6 @@ def _decide_overlap(result: PhaseResult, fits, preps, prof: _Profiles, fit_names
     two = model.two_regime_fit_at(preps[n], float(tau_G[at[n]]), prof.kappa_G[n][at[n]])
     _describe(fits[n], preps[n], two, ones[n], delta_ll[n], span, config)
   _describe_context(fits, preps, config, tau_e, span)
-  result.overlap = True
   result.delta_bic = float(delta_bic)
   result.tau_candidate = to_step(tau_e)
   result.ci_candidate = (to_step(ci_e[0]), to_step(ci_e[1]))
@@ -525,7 +535,7 @@ def _decide_overlap(result: PhaseResult, fits, preps, prof: _Profiles, fit_names
   # The end of consolidation is the boundary; planning's turn-up is reported.
   _decide(result, fits, fit_names, config,
           at_edge=bool(inside_e[0] == 0 or inside_e[-1] == tau_G.size - 1),
-          turn_up=(to_step(tau_p), to_step(ci_p[0]), to_step(ci_p[1])))
+          turn_up=result.turn_up)
 
 
 def _crossing(x: np.ndarray, y: np.ndarray, thresh: float, i: int, direction: int) -> float:
@@ -657,7 +667,17 @@ def _decide(result: PhaseResult, fits: dict[str, SignalFit], fit_names: list[str
     result.reason = (f"A change at {where} is supported ({evid}), but it is not the arc: "
                      + "; ".join(describe(r) for r in failing) + "." + note)
     return
-  plan = by_role[PLANNING]
+  plan, exe = by_role[PLANNING], by_role[EXECUTION]
+  if (turn_up is None and exe and plan
+      and max(f.ci_alone[1] for f in plan) < min(f.ci_alone[0] for f in exe)):
+    result.confidence = 0.0
+    result.reason = (
+        f"A change at {where} is supported ({evid}), but the order is reversed: planning "
+        f"starts rising (alone: step {', '.join(f'{f.boundary_alone:.0f}' for f in plan)}) "
+        f"before execution stops falling (alone: step "
+        f"{', '.join(f'{f.boundary_alone:.0f}' for f in exe)}), with non-overlapping "
+        "intervals." + note)
+    return
   if turn_up is not None:
     # Planning back above its earlier level clearly before consolidation ends:
     # a planning rise that comes first, not an overlap.
@@ -673,6 +693,20 @@ def _decide(result: PhaseResult, fits: dict[str, SignalFit], fit_names: list[str
           "; the planning rise comes first "
           "instead of following the consolidation." + note)
       return
+    dipped = any(f.t_before is not None and f.t_before <= -config.t_crit for f in plan)
+    late = all(f.recovery_step is None or f.recovery_step >= lo for f in plan)
+    if not (dipped and late):
+      result.confidence = 0.0
+      why = ("without a significant dip before it" if not dipped else
+             "and is back above its earlier level by step "
+             + ", ".join(f"{f.recovery_step:.0f}" for f in plan if f.recovery_step is not None)
+             + ", before the consolidation interval starts")
+      result.reason = (
+          f"A change is supported ({evid}), but the order is unclear: planning turns up at "
+          f"step {round(turn_up[0])} (interval {math.floor(turn_up[1])}-"
+          f"{math.ceil(turn_up[2])}), before execution stops falling at {where}, {why}; "
+          "neither one phase after the other nor a clear overlap." + note)
+      return
   result.detected = True
   result.confidence = _sigmoid((result.delta_bic - config.bic_threshold) / 2)
   result.boundary_step = int(round(tau_s))
@@ -687,11 +721,10 @@ def _decide(result: PhaseResult, fits: dict[str, SignalFit], fit_names: list[str
       edge += (" The signals disagree on where (" + "; ".join(apart) + "): the shared "
                "boundary is a compromise, and the phases may overlap or leave a gap.")
   result.reason = (f"Boundary at {where}: " + "; ".join(shown) + f". {evid[0].upper()}{evid[1:]}."
-                   + _overlap_text(result, plan, turn_up) + edge + note)
+                   + _overlap_text(result, plan) + edge + note)
 
 
-def _overlap_text(result: PhaseResult, plan: list[SignalFit],
-                  turn_up: tuple[float, float, float] | None) -> str:
+def _overlap_text(result: PhaseResult, plan: list[SignalFit]) -> str:
   """How the two halves line up, for a detected arc with both halves fitted."""
   if not plan or result.overlap_steps is None:
     return ""
@@ -699,10 +732,11 @@ def _overlap_text(result: PhaseResult, plan: list[SignalFit],
   back = (f"is back above its earlier level by step {f.recovery_step:.0f}"
           if f.recovery_step is not None else
           "has not yet got back above its earlier level by the last step")
-  if turn_up is not None:
+  if result.overlap:
+    up = result.turn_up
     return (f" The phases overlap by {result.overlap_steps:.0f} steps: planning turns up "
-            f"at step {round(turn_up[0])} (interval {math.floor(turn_up[1])}-"
-            f"{math.ceil(turn_up[2])}), before execution stops falling, and {back}.")
+            f"at step {round(up[0])} (interval {math.floor(up[1])}-{math.ceil(up[2])}), "
+            f"before execution stops falling, and {back}.")
   ov = round(result.overlap_steps)
   how = (f"turns up {ov} steps before" if ov > 0 else
          f"turns up {-ov} steps after" if ov < 0 else "turns up where")
