@@ -62,12 +62,16 @@ the end of consolidation, one shared tau cannot describe the run; the model
 then gives each half its own boundary (one more parameter in dBIC) and checks
 each half's pattern at its own boundary. It is the arc -- an execution
 consolidation followed by planning diversity rising above its earlier level --
-unless planning is back above its earlier level (the level it started from
-before a dip, else its level at the turn-up) clearly before consolidation ends
-(the range of that recovery step over planning's interval ends before the
-consolidation interval starts): then the planning rise comes first, the order
-is reversed, and the answer is no. When detected, `boundary_step` is the end of
-consolidation and the overlap is reported: per planning signal,
+when planning dipped significantly (t <= -2) before its turn-up and gets back
+above its earlier level (the level it started from before the dip) no earlier
+than the start of the consolidation-end interval. If the range of that
+recovery step over planning's interval ends before the consolidation interval
+starts, the planning rise comes first: the order is reversed and the answer is
+no; in between (no significant dip, or an early recovery) the answer is no with
+"the order is unclear". If this two-boundary model says no but the shared-tau
+model shows the arc (and the per-signal intervals are not in reversed order),
+the shared answer stands. When the overlap is detected, `boundary_step` is the
+end of consolidation and the overlap is reported: per planning signal,
 `consolidation_end_step`, `overlap_steps` (end of consolidation minus the
 signal's own turn-up; > 0 overlap, < 0 gap), `recovery_step` and
 `recovery_ci`; and in the verdict.
