@@ -1,29 +1,110 @@
-"""Orbax CheckpointManager wrapper: async save, auto-resume, restore onto any mesh.
+"""Orbax CheckpointManager wrapper: async save, verified restore onto any mesh, honest fallbacks.
 
 A checkpoint holds `state` (a pytree of arrays: params, optimizer state, reference params, ...) and
-`meta` (JSON: step, data position, anything the loop needs to continue exactly). Restores go through a
-sharded abstract target, so a checkpoint written on one mesh loads onto another. Orbax writes each step
-into a temporary directory and renames it when complete, so a kill mid-save leaves the previous
-checkpoint intact; `restore_latest` also falls back past a checkpoint that fails to read.
+`meta` (JSON: step and anything else the loop needs to continue exactly). Restores go through a sharded
+abstract target, so a checkpoint written on one mesh loads onto another.
+
+What is restored is verified (docs/workdir.md):
+  * Orbax writes each step into a temporary directory and renames it when complete, so a kill mid-save
+    leaves the previous checkpoint intact.
+  * Once a save has committed, a manifest (MANIFEST: size and CRC32 of every file) is written into its
+    directory, and only then is it reported saved (`on_event("checkpoint_saved", step)`). A restore
+    checks the manifest first: a flipped bit, a truncated or missing file, or meta naming another step
+    means the checkpoint is *unreadable*: it is moved to `<dir>.corrupt/` and the previous one is tried
+    (`on_event("checkpoint_unreadable", step, reason=...)`).
+  * A checkpoint whose arrays have other shapes than the restore target is *incompatible* with this
+    config: IncompatibleCheckpoint is raised and nothing is moved.
+  * Transient failures (out of memory, a filesystem error) propagate and touch nothing.
+  * A failed async save is reported (`checkpoint_save_failed`) when it surfaces, at the next save or at
+    close.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import time
+import zlib
 from typing import Any, Callable
 
 import jax
 import orbax.checkpoint as ocp
 
+MANIFEST = "MANIFEST.rldyn.json"
+EventFn = Callable[..., None]
+
+
+class IncompatibleCheckpoint(ValueError):
+  """A checkpoint that cannot be restored into this config's state (other shapes or structure)."""
+
+
+class UnreadableCheckpoint(Exception):
+  """A checkpoint whose content is damaged: failed its manifest, or orbax could not decode it."""
+
+
+def _crc32(path: str, chunk: int = 1 << 23) -> int:
+  crc = 0
+  with open(path, "rb") as f:
+    while block := f.read(chunk):
+      crc = zlib.crc32(block, crc)
+  return crc
+
+
+def _files(directory: str) -> list[str]:
+  out = []
+  for root, _, names in os.walk(directory):
+    for n in names:
+      if n != MANIFEST:
+        out.append(os.path.relpath(os.path.join(root, n), directory))
+  return sorted(out)
+
+
+def write_manifest(directory: str) -> None:
+  entries = {rel: [os.path.getsize(os.path.join(directory, rel)), _crc32(os.path.join(directory, rel))]
+             for rel in _files(directory)}
+  tmp = os.path.join(directory, MANIFEST + ".tmp")
+  with open(tmp, "w") as f:
+    json.dump({"version": 1, "files": entries}, f)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, os.path.join(directory, MANIFEST))
+
+
+def verify_manifest(directory: str) -> str | None:
+  """None if every file matches the manifest; else what is wrong. A missing manifest is 'unverified'."""
+  path = os.path.join(directory, MANIFEST)
+  if not os.path.exists(path):
+    return "no manifest (the save did not finish, or an older rldyn wrote it)"
+  try:
+    with open(path) as f:
+      files = json.load(f)["files"]
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    return f"unreadable manifest ({e!r})"
+  for rel, (size, crc) in files.items():
+    p = os.path.join(directory, rel)
+    if not os.path.exists(p):
+      return f"missing file {rel}"
+    if os.path.getsize(p) != size:
+      return f"{rel} has {os.path.getsize(p)} bytes, {size} were saved"
+    if _crc32(p) != crc:
+      return f"{rel} does not match its checksum (bit rot or an overwrite)"
+  extra = set(_files(directory)) - set(files)
+  if extra:
+    return f"files not in the manifest: {sorted(extra)[:3]}"
+  return None
+
 
 class Checkpointer:
   """Saves and restores (state pytree, meta dict) pairs under `directory`."""
 
-  def __init__(self, directory: str, keep: int = -1, async_save: bool = True):
-    """keep: the newest checkpoints kept (-1 = all)."""
+  def __init__(self, directory: str, keep: int = -1, async_save: bool = True,
+               on_event: EventFn | None = None):
+    """keep: the newest checkpoints kept (-1 = all). on_event(name, step, **fields) reports saves."""
     self.directory = os.path.abspath(directory)
-    options = ocp.CheckpointManagerOptions(max_to_keep=None if keep == -1 else keep, create=True, cleanup_tmp_directories=True,
+    self._on_event = on_event or (lambda *a, **k: None)
+    self._pending: list[int] = []  # saves started but not yet confirmed committed
+    options = ocp.CheckpointManagerOptions(max_to_keep=None if keep == -1 else keep, create=True,
+                                           cleanup_tmp_directories=True,
                                            enable_async_checkpointing=async_save)
     self._mngr = ocp.CheckpointManager(self.directory, options=options)
 
@@ -31,27 +112,93 @@ class Checkpointer:
     return sorted(self._mngr.all_steps())
 
   def save(self, step: int, state: Any, meta: dict) -> None:
-    """Starts an (async) save; returns once the arrays are copied off the training buffers."""
+    """Starts an (async) save; the previous save is confirmed (manifest, event) first."""
+    self._confirm()
     self._mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                   meta=ocp.args.JsonSave(meta)), force=True)
+    self._pending.append(step)
 
-  def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict]:
-    """Restores `step` onto the shardings of `abstract_state` (ShapeDtypeStructs with .sharding)."""
-    out = self._mngr.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
-    return out["state"], dict(out["meta"])
+  def _confirm(self) -> None:
+    """Waits for started saves to commit; writes their manifests and reports them saved (or failed)."""
+    if not self._pending:
+      return
+    try:
+      self._mngr.wait_until_finished()
+    except Exception as e:  # noqa: BLE001  (an async save failed in the background)
+      for step in self._pending:
+        self._on_event("checkpoint_save_failed", step, error=repr(e)[:500])
+      self._pending = []
+      raise
+    for step in self._pending:
+      d = os.path.join(self.directory, str(step))
+      if os.path.isdir(d):  # (not when max_to_keep already removed it)
+        write_manifest(d)
+        self._on_event("checkpoint_saved", step)
+    self._pending = []
 
-  def restore_latest(self, abstract_state: Any, on_fallback: Callable[[int, Exception], None] | None = None
-                     ) -> tuple[int, Any, dict] | None:
-    """The newest readable checkpoint as (step, state, meta), or None if there is none."""
+  def check_compatible(self, step: int, abstract_state: Any) -> None:
+    """IncompatibleCheckpoint if the saved arrays' structure or shapes differ from the target's."""
+    try:
+      saved = self._mngr.item_metadata(step)["state"]
+    except Exception:  # noqa: BLE001  (metadata unreadable: the restore decides)
+      return
+    if saved is None:
+      return
+    want = {jax.tree_util.keystr(k): tuple(v.shape)
+            for k, v in jax.tree_util.tree_flatten_with_path(abstract_state)[0]}
+    have = {jax.tree_util.keystr(k): tuple(getattr(v, "shape", ()) or ())
+            for k, v in jax.tree_util.tree_flatten_with_path(saved)[0]}
+    if set(want) != set(have):
+      missing, extra = sorted(set(want) - set(have))[:3], sorted(set(have) - set(want))[:3]
+      raise IncompatibleCheckpoint(
+          f"checkpoint {step} in {self.directory} has another structure than this config's state "
+          f"(missing {missing}, unexpected {extra}); it was left untouched")
+    differ = {k: (have[k], want[k]) for k in want if have[k] != want[k]}
+    if differ:
+      k = sorted(differ)[0]
+      raise IncompatibleCheckpoint(
+          f"checkpoint {step} in {self.directory} holds arrays of other shapes than this config's "
+          f"({len(differ)} differ, e.g. {k}: saved {differ[k][0]}, config {differ[k][1]}); it was "
+          "left untouched. Use another --workdir for a different model")
+
+  def restore(self, step: int, abstract_state: Any, verify: bool = True) -> tuple[Any, dict]:
+    """Restores `step` onto the shardings of `abstract_state` (ShapeDtypeStructs with .sharding).
+
+    Raises UnreadableCheckpoint (damaged), IncompatibleCheckpoint (other shapes) or a transient error.
+    """
+    d = os.path.join(self.directory, str(step))
+    problem = verify_manifest(d) if verify else None
+    if problem and not problem.startswith("no manifest"):
+      raise UnreadableCheckpoint(problem)
+    self.check_compatible(step, abstract_state)
+    try:
+      out = self._mngr.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+    except (MemoryError, OSError):
+      raise  # transient (out of memory, filesystem): not the checkpoint's fault
+    except Exception as e:  # noqa: BLE001  (orbax/tensorstore decode errors)
+      raise UnreadableCheckpoint(repr(e)[:500]) from e
+    meta = dict(out["meta"])
+    if meta.get("step") != step:
+      raise UnreadableCheckpoint(f"its meta says step {meta.get('step')}, its directory says {step}")
+    return out["state"], meta
+
+  def restore_latest(self, abstract_state: Any) -> tuple[int, Any, dict] | None:
+    """The newest readable checkpoint as (step, state, meta), or None if there is none.
+
+    Unreadable checkpoints are set aside (checkpoints.corrupt/) with a `checkpoint_unreadable` event;
+    an incompatible one raises IncompatibleCheckpoint.
+    """
     for step in reversed(self.steps()):
       try:
         state, meta = self.restore(step, abstract_state)
-        return step, state, meta
-      except Exception as e:  # a torn or corrupted checkpoint: set it aside, fall back to the previous one
+      except UnreadableCheckpoint as e:
         self._quarantine(step)
-        if on_fallback is not None:
-          on_fallback(step, e)
+        self._on_event("checkpoint_unreadable", step, error=str(e)[:500])
+        continue
+      if verify_manifest(os.path.join(self.directory, str(step))):
+        self._on_event("checkpoint_unverified", step)
+      return step, state, meta
     return None
 
   def _quarantine(self, step: int) -> None:
@@ -64,11 +211,13 @@ class Checkpointer:
     self._mngr.reload()
 
   def wait(self) -> None:
-    self._mngr.wait_until_finished()
+    self._confirm()
 
   def close(self) -> None:
-    self._mngr.wait_until_finished()
-    self._mngr.close()
+    try:
+      self._confirm()
+    finally:
+      self._mngr.close()
 
 
 def abstract_like(tree: Any) -> Any:

@@ -12,7 +12,9 @@ from collections.abc import Callable
 from absl import app
 from absl import flags
 
+from rldyn import runtime
 from rldyn.config import ConfigError
+from rldyn.workdir import WorkdirBusy
 
 
 def lend_help(module_name: str) -> None:
@@ -28,13 +30,18 @@ def lend_help(module_name: str) -> None:
 
 
 def guarded(main: Callable) -> Callable:
-  """main, with a ConfigError (bad key, value or name; nothing written) printed as one line, exit 2."""
+  """main with SIGTERM handled, a ConfigError or WorkdirBusy (nothing written) printed as one line with
+  exit status 2, and a preemption (state checkpointed) as exit status 75."""
   def wrapped(argv):
+    runtime.install_stop_handler()
     try:
       return main(argv)
-    except ConfigError as e:
+    except (ConfigError, WorkdirBusy) as e:
       print(f"rldyn: error: {e}", file=sys.stderr, flush=True)
       sys.exit(2)
+    except runtime.Preempted as e:
+      print(f"rldyn: {e}", file=sys.stderr, flush=True)
+      sys.exit(runtime.PREEMPTED_EXIT)
   return wrapped
 
 

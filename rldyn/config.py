@@ -33,6 +33,11 @@ class ConfigError(ValueError):
   """A config key, value or registry name that cannot work; the message names the valid choices."""
 
 
+def _positive(name: str, value: int) -> None:
+  if value <= 0:
+    raise ConfigError(f"{name} must be positive, got {value}")
+
+
 # Fields filled from the task's tokenizer, not from the ConfigDict: section -> field names.
 DERIVED = {"model": ("vocab_size",), "sampling": ("pad_id", "stop_tokens")}
 # Default countdown world of the default study (the task's own config class holds its library defaults).
@@ -57,8 +62,7 @@ class TaskConfig:
   data_dir: str = ""  # where TFDS eval sets are materialised ("" = ~/.cache/rldyn/tfds)
 
   def __post_init__(self):
-    if self.eval_size <= 0:
-      raise ConfigError(f"task.eval_size must be positive, got {self.eval_size}")
+    _positive("task.eval_size", self.eval_size)
 
   @property
   def kwargs(self) -> dict:
@@ -95,6 +99,12 @@ class PretrainConfig:
                                    b2=0.95)  # AdamW + warmup + cosine
   time_budget_s: float = 0.0  # > 0: stop early when this much wall time has passed
 
+  def __post_init__(self):
+    for k in ("steps", "batch_size", "seq_len", "log_every", "checkpoint_every", "eval_samples"):
+      _positive(f"pretrain.{k}", getattr(self, k))
+    if self.eval_every < 0:
+      raise ConfigError(f"pretrain.eval_every must be >= 0 (0 = at the end only), got {self.eval_every}")
+
 
 @dataclasses.dataclass(frozen=True)
 class RLConfig:
@@ -117,6 +127,10 @@ class RewardConfig:
   random_p: float = 0.5  # Bernoulli γ of the `random` reward
   seed: int = 0  # seed of the reward's own randomness (random reward, wrong labels)
 
+  def __post_init__(self):
+    if not 0.0 <= self.random_p <= 1.0:
+      raise ConfigError(f"reward.random_p is a probability, in [0, 1]; got {self.random_p}")
+
 
 @dataclasses.dataclass(frozen=True)
 class AdvantageConfig:
@@ -125,6 +139,12 @@ class AdvantageConfig:
   std_ddof: int = 0  # 0 = population std; 1 = unbiased (verl)
   transform: str = "none"  # none | hicra: A + α|A| on the tagger's planning tokens
   hicra_alpha: float = 0.2  # HICRA α (0 = identity)
+
+  def __post_init__(self):
+    if not self.eps >= 0:
+      raise ConfigError(f"advantage.eps must be >= 0, got {self.eps}")
+    if self.std_ddof not in (0, 1):
+      raise ConfigError(f"advantage.std_ddof must be 0 or 1, got {self.std_ddof}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,6 +163,9 @@ class LossConfig:
       raise ConfigError(f"loss.dual_clip must be > 1 (or 0 = off), got {self.dual_clip}")
     if self.eps_low < 0 or self.eps_high < 0:
       raise ConfigError("loss.eps_low and loss.eps_high must be >= 0")
+    if not (self.kl_coef >= 0 and self.entropy_coef >= 0):
+      raise ConfigError(f"loss.kl_coef and loss.entropy_coef must be >= 0, got {self.kl_coef}, "
+                        f"{self.entropy_coef}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,6 +183,7 @@ class CheckpointConfig:
   keep: int = -1  # newest checkpoints kept (-1 = all, so replay sees the whole run)
 
   def __post_init__(self):
+    _positive("checkpoint.every", self.every)
     if self.keep == 0 or self.keep < -1:
       raise ConfigError(f"checkpoint.keep must be >= 1, or -1 to keep all, got {self.keep}")
 
@@ -169,6 +193,10 @@ class EvalConfig:
   every: int = 50  # RL steps between held-out evaluations (and at step 0)
   samples: int = 4  # sampled completions per problem for eval/pass@1
 
+  def __post_init__(self):
+    _positive("eval.every", self.every)
+    _positive("eval.samples", self.samples)
+
 
 @dataclasses.dataclass(frozen=True)
 class LogConfig:
@@ -176,11 +204,19 @@ class LogConfig:
   samples: int = 4  # decoded rollouts written to samples/ per logged step
   tensorboard: bool = False  # mirror metrics to WORKDIR/tensorboard (needs tensorboardX)
 
+  def __post_init__(self):
+    _positive("log.every", self.every)
+    if self.samples < 0:
+      raise ConfigError(f"log.samples must be >= 0, got {self.samples}")
+
 
 @dataclasses.dataclass(frozen=True)
 class PhasesConfig:
   online: bool = True  # run the online phase detector in the loop (writes phase_boundary events)
   refit_every: int = 25  # steps between online refits
+
+  def __post_init__(self):
+    _positive("phases.refit_every", self.refit_every)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -224,6 +260,13 @@ class Config:
       raise ConfigError(f"config.stage={self.stage!r}; valid: {', '.join(STAGES)}")
     if self.seed < 0:
       raise ConfigError(f"seed must be >= 0, got {self.seed}")
+    longest = self.sampling.max_new_tokens + 16  # the shortest prompt bucket (rldyn.data.PROMPT_BUCKET)
+    if longest > self.model.max_seq_len:
+      raise ConfigError(f"sampling.max_new_tokens={self.sampling.max_new_tokens} plus a prompt does not fit "
+                        f"model.max_seq_len={self.model.max_seq_len}; lower the one or raise the other")
+    if self.pretrain.seq_len > self.model.max_seq_len:
+      raise ConfigError(f"pretrain.seq_len={self.pretrain.seq_len} exceeds model.max_seq_len="
+                        f"{self.model.max_seq_len}")
 
 
 # ---- ConfigDict <-> dataclasses ------------------------------------------------------------------------

@@ -12,14 +12,17 @@ rejected launch leaves the workdir as it was (a ConfigError names the problem an
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 
 import jax
 
+from rldyn import checkpoint as ckpt_lib
 from rldyn import config as config_lib
 from rldyn import parallel
 from rldyn import pretrain
 from rldyn import roles as roles_lib
+from rldyn import state as state_lib
 from rldyn import summary
 from rldyn.config import Config, ConfigError
 from rldyn.rl import advantages as adv_lib
@@ -127,6 +130,22 @@ def check_workdir(cfg: Config, wd: Workdir) -> bool:
   return steps_changed
 
 
+def check_checkpoints(cfg: Config, wd: Workdir) -> None:
+  """The newest RL checkpoint must fit this config's state (checked from its metadata, nothing read)."""
+  steps = wd.checkpoint_steps()
+  if not steps:
+    return
+  mesh = parallel.make_mesh(cfg.mesh)
+  target = state_lib.abstract_rl_tree(cfg.model, cfg.rl.optim, cfg.rl.steps, mesh)
+  ckpt = wd.checkpointer(async_save=False)
+  try:
+    ckpt.check_compatible(steps[-1], target)
+  except ckpt_lib.IncompatibleCheckpoint as e:
+    raise ConfigError(str(e)) from e
+  finally:
+    ckpt.close()
+
+
 def differing_keys(a: dict, b: dict, prefix: str = "") -> list[str]:
   """Dotted paths where two nested dicts differ."""
   out = []
@@ -174,29 +193,41 @@ def _prepare(config_dict, workdir: str) -> tuple[Config, Task, object, Workdir]:
     elif wd.has_base():
       check_base(cfg, wd)
     check_workdir(cfg, wd)
+    check_checkpoints(cfg, wd)
+  if cfg.task.data_dir:
+    try:
+      Workdir(cfg.task.data_dir).check_writable()
+    except ValueError as e:
+      raise ConfigError(f"task.data_dir: {e}") from e
   mesh = parallel.make_mesh(cfg.mesh)
   return cfg, task, mesh, wd
 
 
 def run(config_dict, workdir: str) -> dict:
-  """Runs the configured stage in `workdir` (resuming what is there); returns its final results."""
+  """Runs the configured stage in `workdir` (resuming what is there); returns its final results.
+
+  Holds the workdir's lock throughout (WorkdirBusy if another live process has it).
+  """
   parallel.init_distributed()
   cfg, task, mesh, wd = prepare(config_dict, workdir)
   wd.ensure()
-  saved = wd.saved_config()
-  extended = check_workdir(cfg, wd) if cfg.stage == "rl" else False
-  wd.write_config(cfg)
-  if cfg.stage == "pretrain":
-    return pretrain.run(cfg, wd, task, mesh)
-  from rldyn.rl import loop  # pylint: disable=g-import-not-at-top
-  if extended:
-    wd.event("run_extended", 0, from_steps=saved["rl"]["steps"], to_steps=cfg.rl.steps)
-  if not wd.has_base() and cfg.base_workdir:
-    wd.point_base_to(Workdir(cfg.base_workdir))
-  elif not wd.has_base():
-    wd.event("pretrain_start", 0)
-    pretrain.run(cfg, wd, task, mesh)
-  final = loop.run(cfg, wd, task, mesh)
+  with wd.lock() as lock:
+    saved = wd.saved_config()
+    extended = check_workdir(cfg, wd) if cfg.stage == "rl" else False  # again, now that we hold the lock
+    wd.write_config(cfg)
+    if lock.previous and lock.previous.get("pid") != os.getpid():
+      wd.event("lock_taken_over", 0, previous=lock.previous)
+    if cfg.stage == "pretrain":
+      return pretrain.run(cfg, wd, task, mesh)
+    from rldyn.rl import loop  # pylint: disable=g-import-not-at-top
+    if extended:
+      wd.event("run_extended", 0, from_steps=saved["rl"]["steps"], to_steps=cfg.rl.steps)
+    if not wd.has_base() and cfg.base_workdir:
+      wd.point_base_to(Workdir(cfg.base_workdir))
+    elif not wd.has_base():
+      wd.event("pretrain_start", 0)
+      pretrain.run(cfg, wd, task, mesh)
+    final = loop.run(cfg, wd, task, mesh)
   print("\n" + summary.summary(wd), flush=True)
   return final
 

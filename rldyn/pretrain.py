@@ -28,6 +28,7 @@ from rldyn import data
 from rldyn import evaluation
 from rldyn import model as model_lib
 from rldyn import parallel
+from rldyn import runtime
 from rldyn import state as state_lib
 from rldyn.config import Config
 from rldyn.metrics.writers import JsonlWriter
@@ -144,6 +145,13 @@ def run(cfg: Config, wd: Workdir, task: Task, mesh) -> dict:
   done, pending = start, None
   try:
     for step in range(start, pc.steps):
+      if runtime.stop_requested():  # preempted: checkpoint where we are, then stop (rerun resumes)
+        if pending is not None:
+          log(*pending, force=True)
+        if step not in ckpt.steps():
+          ckpt.save(step, {"params": params, "opt_state": opt_state}, {"step": step})
+        ckpt.close()
+        raise runtime.Preempted(f"pretraining stopped at step {step} (SIGTERM); rerun to resume")
       batch = parallel.shard_batch(mesh, next(stream))
       params, opt_state, metrics = step_fn(params, opt_state, batch)
       if pending is not None:  # fetch the previous step's metrics after dispatching this one

@@ -1,4 +1,4 @@
-"""Process-level runtime settings of every CLI run: JAX's persistent compilation cache and a compile clock.
+"""Process-level runtime of every CLI run: the persistent compilation cache, a compile clock, preemption.
 
     runtime.enable_compile_cache()           # ~/.cache/rldyn/jax, or $RLDYN_COMPILE_CACHE ("" = off)
     clock = runtime.compile_clock()
@@ -6,12 +6,15 @@
 
 The cache makes a second launch of the same study start in seconds instead of recompiling (most of a
 short CPU run is compilation). The clock adds up the time JAX spends tracing, lowering and compiling
-(or loading a cached executable), so throughput and ETAs can leave it out.
+(or loading a cached executable), so throughput and ETAs can leave it out. SIGTERM sets a stop request
+that the training loops honour at the next step boundary: they checkpoint, log a `preempted` event and
+raise Preempted, which the command line turns into exit status 75 ("rerun to resume").
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import threading
 
 import jax
@@ -68,3 +71,31 @@ def compile_clock() -> CompileClock:
   if _CLOCK is None:
     _CLOCK = CompileClock()
   return _CLOCK
+
+
+# ---- preemption -----------------------------------------------------------------------------------------
+PREEMPTED_EXIT = 75  # EX_TEMPFAIL: "preempted; rerun the same command to resume"
+_STOP = threading.Event()
+
+
+class Preempted(Exception):
+  """Raised at a step boundary after a SIGTERM, once the state is checkpointed."""
+
+
+def install_stop_handler() -> None:
+  """SIGTERM (how TPU VMs and schedulers preempt) asks the run to stop at the next step boundary."""
+  if threading.current_thread() is threading.main_thread():
+    signal.signal(signal.SIGTERM, lambda signum, frame: _STOP.set())
+
+
+def stop_requested() -> bool:
+  return _STOP.is_set()
+
+
+def request_stop() -> None:
+  """What the SIGTERM handler does (tests call it directly)."""
+  _STOP.set()
+
+
+def clear_stop() -> None:
+  _STOP.clear()

@@ -57,6 +57,62 @@ BASE_PARAMS = "params"
 BASE_INFO = "info.json"
 
 
+LOCK = ".lock"
+
+
+class WorkdirBusy(RuntimeError):
+  """Another live process holds the workdir (one writer per workdir)."""
+
+
+class WorkdirLock:
+  """An exclusive lock on a workdir for a run's lifetime (flock on WORKDIR/.lock, released at exit).
+
+  The lock file records the holder (pid, host, command start); a second launch on the same workdir
+  fails at once with a message naming it. flock dies with its process, so the lock of a killed run is
+  free again: a stale lock file is simply taken over (the previous holder is reported).
+  """
+
+  def __init__(self, path: str):
+    self.path = path
+    self._fd: int | None = None
+    self.previous: dict | None = None
+
+  def __enter__(self) -> WorkdirLock:
+    import fcntl  # pylint: disable=g-import-not-at-top
+    import socket  # pylint: disable=g-import-not-at-top
+    fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      holder = _read_holder(fd)
+      os.close(fd)
+      who = (f"pid {holder.get('pid')} on {holder.get('host')} since {holder.get('started')}" if holder
+             else "another process")
+      raise WorkdirBusy(f"{os.path.dirname(self.path)} is in use by {who}; wait for it to finish, stop it, "
+                        "or use another --workdir") from None
+    self.previous = _read_holder(fd) or None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                              "started": time.strftime("%Y-%m-%d %H:%M:%S")}).encode(), 0)
+    os.fsync(fd)
+    self._fd = fd
+    return self
+
+  def __exit__(self, *exc) -> None:
+    import fcntl  # pylint: disable=g-import-not-at-top
+    if self._fd is not None:
+      fcntl.flock(self._fd, fcntl.LOCK_UN)
+      os.close(self._fd)
+      self._fd = None
+
+
+def _read_holder(fd: int) -> dict:
+  try:
+    return json.loads(os.pread(fd, 4096, 0).decode() or "{}")
+  except (OSError, ValueError):
+    return {}
+
+
 def write_json_atomic(path: str, obj: Any, indent: int | None = 2) -> None:
   """Writes JSON to path.tmp, then renames: readers see the old file or the new one, never half."""
   tmp = path + ".tmp"
@@ -105,6 +161,10 @@ class Workdir:
   base_params_path = property(lambda self: self.path(BASE, BASE_PARAMS))
   base_metrics_path = property(lambda self: self.path(BASE, METRICS))
   base_checkpoints_dir = property(lambda self: self.path(BASE, CHECKPOINTS))
+
+  def lock(self) -> WorkdirLock:
+    """`with wd.lock():` — one writer per workdir (WorkdirBusy if another live process holds it)."""
+    return WorkdirLock(self.path(LOCK))
 
   def check_writable(self) -> None:
     """Raises ValueError unless the workdir is, or can be created as, a writable directory (creates nothing)."""
@@ -216,9 +276,9 @@ class Workdir:
       return []
     return sorted(int(n) for n in os.listdir(self.checkpoints_dir) if n.isdigit())
 
-  def checkpointer(self, keep: int = -1, async_save: bool = True):
+  def checkpointer(self, keep: int = -1, async_save: bool = True, on_event=None):
     from rldyn import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
-    return ckpt_lib.Checkpointer(self.checkpoints_dir, keep=keep, async_save=async_save)
+    return ckpt_lib.Checkpointer(self.checkpoints_dir, keep=keep, async_save=async_save, on_event=on_event)
 
   def checkpoint_state(self, step: int, cfg, mesh) -> tuple[dict, dict]:
     """(tree, meta) of RL checkpoint `step`: tree = {state: {params, opt_state}, ref_params}."""

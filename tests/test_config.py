@@ -103,6 +103,14 @@ def test_missing_and_unknown_keys_are_rejected_with_the_valid_ones():
     ("optim", "decay", "linear", "valid: constant, cosine"),
     ("loss", "dual_clip", 0.5, "dual_clip"),
     ("stage", None, "finetune", "valid: pretrain, rl"),
+    ("checkpoint", "every", 0, "checkpoint.every must be positive"),
+    ("eval", "every", 0, "eval.every must be positive"),
+    ("log", "every", 0, "log.every must be positive"),
+    ("eval", "samples", 0, "eval.samples must be positive"),
+    ("sampling", "max_new_tokens", 100000, "does not fit model.max_seq_len=256"),
+    ("reward", "random_p", 2.0, r"in \[0, 1\]"),
+    ("advantage", "eps", -1.0, "advantage.eps must be >= 0"),
+    ("loss", "kl_coef", -1.0, "loss.kl_coef and loss.entropy_coef must be >= 0"),
 ])
 def test_values_out_of_range_are_config_errors(section, key, value, match):
   c = config_lib.default()

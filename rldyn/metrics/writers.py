@@ -1,9 +1,14 @@
-"""Append-only JSONL logs that never tear, and an optional TensorBoard mirror.
+"""Append-only JSONL logs that never tear and heal when damaged, and an optional TensorBoard mirror.
 
 Each record is serialised first and written with a single `write` of one complete line, then flushed
-and fsynced, so a kill leaves either the whole line or none of it. A torn tail (from a crash in the
-middle of the OS write) is detected and cut on open. On resume, `truncate_after(step)` drops lines for
-steps the restored checkpoint has not reached, so a resumed log never duplicates a step.
+and fsynced, so a kill leaves either the whole line or none of it. Opening a log repairs it: a torn tail
+(a crash in the middle of the OS write) is cut, and lines that cannot be read — damage in the middle of
+the file: garbage, NUL blocks, bytes that are not UTF-8, a line that is not a JSON object — are moved to
+`<log>.bad` (appended, with their line numbers), keeping every valid line in order. `repaired` says what
+happened, so the caller can log an event. With `unique_key` (metrics.jsonl, eval.jsonl: "step") a key
+value appears once: a later line of the same step replaces an earlier one. On resume,
+`truncate_after(step)` drops lines for steps the restored checkpoint has not reached, so a resumed log
+never holds a step twice.
 """
 
 from __future__ import annotations
@@ -20,40 +25,80 @@ def _clean(v: Any) -> Any:
   return v
 
 
-def read_jsonl(path: str) -> list[dict]:
-  """All complete, parseable lines of a JSONL file (a torn last line is ignored)."""
+def _parse(raw: bytes) -> dict | None:
+  """One line as a JSON object, or None when it is not one (bad bytes, bad JSON, not an object)."""
+  try:
+    obj = json.loads(raw.decode("utf-8"))
+  except (UnicodeDecodeError, ValueError, RecursionError):
+    return None
+  return obj if isinstance(obj, dict) else None
+
+
+def scan_jsonl(path: str) -> tuple[list[dict], list[tuple[int, bytes]], bool]:
+  """(valid records, [(1-based line number, raw bytes)] of unreadable lines, torn tail?)."""
   if not os.path.exists(path):
-    return []
-  out = []
-  with open(path) as f:
-    for line in f:
-      if not line.endswith("\n"):
-        break
-      try:
-        out.append(json.loads(line))
-      except json.JSONDecodeError:
-        break
-  return out
+    return [], [], False
+  with open(path, "rb") as f:
+    content = f.read()
+  lines = content.split(b"\n")
+  torn = lines[-1] != b""  # the last line has no newline: cut short by a crash
+  records, bad = [], []
+  for i, raw in enumerate(lines[:-1]):
+    if not raw.strip():
+      continue
+    obj = _parse(raw)
+    if obj is None:
+      bad.append((i + 1, raw))
+    else:
+      records.append(obj)
+  return records, bad, torn
+
+
+def read_jsonl(path: str) -> list[dict]:
+  """Every complete, readable line of a JSONL file (damaged lines and a torn tail are skipped)."""
+  return scan_jsonl(path)[0]
+
+
+def _dedupe(records: list[dict], key: str | None) -> list[dict]:
+  """The records with each `key` value once (its last line), in the order of their last lines."""
+  if key is None:
+    return records
+  last = {r[key]: i for i, r in enumerate(records) if key in r}
+  return [r for i, r in enumerate(records) if key not in r or last[r[key]] == i]
+
+
+def _rewrite(path: str, records: list[dict]) -> None:
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    f.writelines(json.dumps(r) + "\n" for r in records)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)
 
 
 class JsonlWriter:
-  """One JSON object per line; whole lines only."""
+  """One JSON object per line; whole lines only. Repairs the file on open (module docstring)."""
 
-  def __init__(self, path: str):
+  def __init__(self, path: str, unique_key: str | None = None):
     self.path = path
+    self.unique_key = unique_key
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    self._repair()
+    self.repaired = self._repair()
     self._f = open(path, "a")
 
-  def _repair(self) -> None:
-    if not os.path.exists(self.path):
-      return
-    with open(self.path, "rb") as f:
-      content = f.read()
-    good = content[:content.rfind(b"\n") + 1]
-    if len(good) != len(content):
-      with open(self.path, "wb") as f:
-        f.write(good)
+  def _repair(self) -> dict | None:
+    """Cuts a torn tail, sets damaged lines aside, drops duplicate keys; returns what it did (or None)."""
+    records, bad, torn = scan_jsonl(self.path)
+    kept = _dedupe(records, self.unique_key)
+    if not bad and not torn and len(kept) == len(records):
+      return None
+    if bad:
+      with open(self.path + ".bad", "ab") as f:
+        for lineno, raw in bad:
+          f.write(f"# line {lineno}: ".encode() + raw + b"\n")
+    _rewrite(self.path, kept)
+    return {"bad_lines": len(bad), "line_numbers": [n for n, _ in bad][:100], "torn_tail": torn,
+            "duplicates_dropped": len(records) - len(kept), "set_aside_in": self.path + ".bad" if bad else None}
 
   def write(self, record: dict) -> None:
     line = json.dumps({k: _clean(v) for k, v in record.items()}, sort_keys=False) + "\n"
@@ -68,10 +113,7 @@ class JsonlWriter:
     if len(keep) == len(records):
       return 0
     self._f.close()
-    tmp = self.path + ".tmp"
-    with open(tmp, "w") as f:
-      f.writelines(json.dumps(r) + "\n" for r in keep)
-    os.replace(tmp, self.path)
+    _rewrite(self.path, keep)
     self._f = open(self.path, "a")
     return len(records) - len(keep)
 

@@ -9,6 +9,7 @@ resumed log never holds a step twice.
 
 from __future__ import annotations
 
+import os
 import time
 
 from rldyn import phases
@@ -28,9 +29,12 @@ class Emitter:
   def __init__(self, cfg: Config, wd: Workdir, start_step: int):
     self.cfg, self.wd, self.start_step = cfg, wd, start_step
     self.events = JsonlWriter(wd.events_path)
-    self.metrics = JsonlWriter(wd.metrics_path)
-    self.evals = JsonlWriter(wd.eval_path)
+    self.metrics = JsonlWriter(wd.metrics_path, unique_key="step")
+    self.evals = JsonlWriter(wd.eval_path, unique_key="step")
     self.samples = JsonlWriter(wd.samples_path)
+    for w in (self.events, self.metrics, self.evals, self.samples):
+      if w.repaired:  # damage found on open: say how many lines went where
+        self.event("log_repaired", start_step, log=os.path.relpath(w.path, wd.root), **w.repaired)
     self.tb = TensorBoardWriter(wd.tensorboard_dir) if cfg.log.tensorboard else None
     # Lines from steps the restored state has not reached (all of them, without a checkpoint) go: the
     # rerun writes them again, identically. A finished run keeps its final evaluation (step == rl.steps).
@@ -102,3 +106,23 @@ class Emitter:
       w.close()
     if self.tb is not None:
       self.tb.close()
+
+
+class EventSink:
+  """on_event for pieces that report before the Emitter exists (the checkpointer during restore)."""
+
+  def __init__(self):
+    self.out: Emitter | None = None
+    self.held: list[tuple] = []
+
+  def __call__(self, name: str, step: int, **fields) -> None:
+    if self.out is None:
+      self.held.append((name, step, fields))
+    else:
+      self.out.event(name, step, **fields)
+
+  def attach(self, out: Emitter) -> None:
+    self.out = out
+    for name, step, fields in self.held:
+      out.event(name, step, **fields)
+    self.held = []

@@ -26,7 +26,6 @@ from typing import Any
 
 import jax
 import numpy as np
-from absl import logging
 
 from rldyn import checkpoint as ckpt_lib
 from rldyn import evaluation
@@ -106,19 +105,13 @@ def compile_programs(cfg: Config, mesh, tx, state: RunState) -> Programs:
       make_ref_logprobs=lambda n: step_lib.make_ref_logprobs(cfg.model, temp, n, mesh, state.ref_params))
 
 
-def restore(ckpt: ckpt_lib.Checkpointer, state: RunState) -> tuple[RunState, bool, list]:
-  """(state, restored?, fallback events): the newest readable checkpoint, else `state` unchanged."""
-  fallbacks = []
-
-  def fallback(step, err):
-    fallbacks.append({"step": step, "error": repr(err)[:500]})
-    logging.warning("checkpoint %d unreadable (%s); falling back", step, err)
-
-  restored = ckpt.restore_latest(ckpt_lib.abstract_like(state.tree()), fallback)
+def restore(ckpt: ckpt_lib.Checkpointer, state: RunState) -> tuple[RunState, bool]:
+  """(state, restored?): the newest readable checkpoint (unreadable ones set aside), else `state`."""
+  restored = ckpt.restore_latest(ckpt_lib.abstract_like(state.tree()))
   if restored is None:
-    return state, False, fallbacks
+    return state, False
   _, tree, meta = restored
-  return RunState.from_checkpoint(tree, meta), True, fallbacks
+  return RunState.from_checkpoint(tree, meta), True
 
 
 def evaluate(cfg: Config, task: Task, problems, params, key: jax.Array, step: int) -> dict:
@@ -167,10 +160,12 @@ def run(cfg: Config, wd: Workdir, task: Task, mesh) -> dict:
   """Runs the RL steps the workdir has not done yet; returns the final held-out results."""
   state, tx = initial_state(cfg, wd.base_params(cfg.model, mesh), mesh)
   r = cfg.roles
-  ckpt = wd.checkpointer(keep=cfg.checkpoint.keep)
+  sink = emit.EventSink()
+  ckpt = wd.checkpointer(keep=cfg.checkpoint.keep, on_event=sink)
   progs = compile_programs(cfg, mesh, tx, state)
-  state, resumed, fallbacks = restore(ckpt, state)
+  state, resumed = restore(ckpt, state)
   out = emit.Emitter(cfg, wd, state.step)
+  sink.attach(out)
   ctx = Context(
       cfg=cfg, task=task, mesh=mesh, key=jax.random.key(cfg.seed), progs=progs,
       tagger=roles_lib.make_tagger(r.tagger, task, lexicon_path=r.lexicon_path, placebo_of=r.placebo_of,
@@ -178,8 +173,6 @@ def run(cfg: Config, wd: Workdir, task: Task, mesh) -> dict:
       eval_problems=evalsets.load_eval_set(task, cfg.task.eval_size, cfg.task.eval_seed,
                                            cfg.task.data_dir or None),
       out=out, ckpt=ckpt, clock=runtime.compile_clock(), t_start=time.time())
-  for f in fallbacks:
-    out.event("checkpoint_unreadable", **f)
   if resumed:
     out.event("run_resume", state.step, dropped_metric_lines=out.dropped)
   else:
@@ -187,6 +180,8 @@ def run(cfg: Config, wd: Workdir, task: Task, mesh) -> dict:
               mesh=dict(mesh.shape))
   pending = None  # (step, device metrics, host metrics, timing) of the step whose line is not written yet
   for step in range(state.step, cfg.rl.steps):
+    if runtime.stop_requested():
+      stop(ctx, state, pending)
     state, pending = rl_step(ctx, state, pending, step)
   if pending is not None:
     state = write_line(out, state, pending)
@@ -237,10 +232,22 @@ def rl_step(ctx: Context, state: RunState, pending: tuple | None, step: int
   pending = (step, metrics, host, timing)
   if state.step % cfg.checkpoint.every == 0 or state.step == cfg.rl.steps:
     state = write_line(out, state, pending)
-    ctx.ckpt.save(state.step, state.tree(), state.meta())
-    out.event("checkpoint_saved", state.step)
+    ctx.ckpt.save(state.step, state.tree(), state.meta())  # reported saved once it has committed
     pending = None
   return state, pending
+
+
+def stop(ctx: Context, state: RunState, pending: tuple | None) -> None:
+  """Preemption at a step boundary: write the last line, checkpoint this step, log it, raise Preempted."""
+  if pending is not None:
+    state = write_line(ctx.out, state, pending)
+  if state.step not in ctx.ckpt.steps():
+    ctx.ckpt.save(state.step, state.tree(), state.meta())
+  ctx.ckpt.close()
+  ctx.out.event("preempted", state.step)
+  ctx.out.close()
+  raise runtime.Preempted(f"stopped at RL step {state.step} (SIGTERM); the state is checkpointed: rerun "
+                          "the same command to resume")
 
 
 def write_line(out: emit.Emitter, state: RunState, pending: tuple) -> RunState:

@@ -65,6 +65,10 @@ def rollout(cfg: Config, task: Task, mesh, sample: Callable, params, key: jax.Ar
   g = cfg.rl.group_size
   problems = step_problems(cfg, task, step)
   prompts = data.prompt_batch(task, problems, repeat=g)
+  if prompts["tokens"].shape[1] + cfg.sampling.max_new_tokens > cfg.model.max_seq_len:
+    raise ValueError(f"step {step}: prompts of {prompts['tokens'].shape[1]} tokens plus "
+                     f"sampling.max_new_tokens={cfg.sampling.max_new_tokens} exceed model.max_seq_len="
+                     f"{cfg.model.max_seq_len}")
   t0 = time.time()
   dev = parallel.shard_batch(mesh, prompts)
   out = sample(params, dev["tokens"], dev["mask"],
