@@ -94,6 +94,19 @@ def verify_manifest(directory: str) -> str | None:
   return None
 
 
+def _path(keys) -> str:
+  """A tree path as 'a/b/0', whatever the node types (dict keys, namedtuple fields, list indices)."""
+  parts = []
+  for k in keys:
+    for attr in ("key", "name", "idx"):
+      if hasattr(k, attr):
+        parts.append(str(getattr(k, attr)))
+        break
+    else:
+      parts.append(str(k))
+  return "/".join(parts)
+
+
 class Checkpointer:
   """Saves and restores (state pytree, meta dict) pairs under `directory`."""
 
@@ -144,9 +157,8 @@ class Checkpointer:
       return
     if saved is None:
       return
-    want = {jax.tree_util.keystr(k): tuple(v.shape)
-            for k, v in jax.tree_util.tree_flatten_with_path(abstract_state)[0]}
-    have = {jax.tree_util.keystr(k): tuple(getattr(v, "shape", ()) or ())
+    want = {_path(k): tuple(v.shape) for k, v in jax.tree_util.tree_flatten_with_path(abstract_state)[0]}
+    have = {_path(k): tuple(getattr(v, "shape", ()) or ())
             for k, v in jax.tree_util.tree_flatten_with_path(saved)[0]}
     if set(want) != set(have):
       missing, extra = sorted(set(want) - set(have))[:3], sorted(set(have) - set(want))[:3]
