@@ -12,10 +12,6 @@ from collections.abc import Callable
 from absl import app
 from absl import flags
 
-from rldyn import runtime
-from rldyn.config import ConfigError
-from rldyn.workdir import WorkdirBusy
-
 
 def lend_help(module_name: str) -> None:
   """absl's --help shows the main module's docstring and key flags; under a console script the main
@@ -32,6 +28,11 @@ def lend_help(module_name: str) -> None:
 def guarded(main: Callable) -> Callable:
   """main with SIGTERM handled, a ConfigError or WorkdirBusy (nothing written) printed as one line with
   exit status 2, and a preemption (state checkpointed) as exit status 75."""
+  # Imported here so that numpy-only commands (rldyn.phases) can use this module without jax.
+  from rldyn import runtime  # pylint: disable=g-import-not-at-top
+  from rldyn.config import ConfigError  # pylint: disable=g-import-not-at-top
+  from rldyn.workdir import WorkdirBusy  # pylint: disable=g-import-not-at-top
+
   def wrapped(argv):
     runtime.install_stop_handler()
     try:
@@ -68,6 +69,7 @@ def parse_flags(argv: list[str]) -> list[str]:
     sys.exit(2)
 
 
-def run(main: Callable, module_name: str) -> None:
+def run(main: Callable, module_name: str, guard: bool = True) -> None:
+  """app.run(main) with --help lending and override errors; guard=False skips `guarded` (and jax)."""
   lend_help(module_name)
-  app.run(guarded(main), flags_parser=parse_flags)
+  app.run(guarded(main) if guard else main, flags_parser=parse_flags)

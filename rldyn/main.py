@@ -22,7 +22,9 @@ from ml_collections import config_flags
 
 from rldyn import cli
 from rldyn import launch
+from rldyn import parallel
 from rldyn import runtime
+from rldyn.config import ConfigError
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config: a config file `path.py[:variant]`, or a shipped study name "
@@ -30,6 +32,10 @@ _CONFIG = config_flags.DEFINE_config_file(
     lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for everything the run writes (created; a "
                                "rerun resumes it).")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "Multi-process runs: host:port of process 0 "
+                                   "(TPU VMs, SLURM and Open MPI are detected without it).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-process runs: how many processes.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-process runs: this process's index.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -59,6 +65,11 @@ def main(argv):
   if not flags.FLAGS["verbosity"].present:  # orbax logs every save at INFO; keep the console readable
     logging.set_verbosity(logging.WARNING)
   runtime.enable_compile_cache()
+  spec = parallel.DistributedSpec(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  try:
+    parallel.init_distributed(spec)  # before anything touches a device
+  except ValueError as e:
+    raise ConfigError(str(e)) from e
   launch.print_devices()
   launch.run(_CONFIG.value, _WORKDIR.value)
 

@@ -117,11 +117,52 @@ def shard_batch(mesh: Mesh, batch: dict) -> dict:
   return {k: jax.device_put(np.asarray(v), batch_sharding(mesh, np.ndim(v))) for k, v in batch.items()}
 
 
-def init_distributed() -> None:
-  """Multi-host (TPU pod / multi-node GPU) initialisation; a no-op on a single process.
+@dataclasses.dataclass(frozen=True)
+class DistributedSpec:
+  """How this process joins a multi-process run (all None: decide from the environment)."""
 
-  On a TPU VM pod `jax.distributed.initialize()` finds its peers by itself; elsewhere set
-  JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID.
+  coordinator_address: str | None = None  # host:port of process 0
+  num_processes: int | None = None
+  process_id: int | None = None
+
+
+def distributed_args(spec: DistributedSpec = DistributedSpec(), env=None) -> dict | None:
+  """The keyword arguments for jax.distributed.initialize, or None for a single-process run.
+
+  Explicit flags win; then JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID (all three); then
+  platforms JAX detects itself (TPU VM pods, SLURM, Open MPI) when RLDYN_DISTRIBUTED=1 or their own
+  variables are present, which is what tpu/ launches set.
   """
-  if os.environ.get("TPU_WORKER_HOSTNAMES") or os.environ.get("JAX_COORDINATOR_ADDRESS"):
-    jax.distributed.initialize()
+  env = os.environ if env is None else env
+  given = (spec.coordinator_address, spec.num_processes, spec.process_id)
+  if any(v is not None for v in given):
+    if any(v is None for v in given):
+      raise ValueError("--coordinator_address, --num_processes and --process_id go together; got "
+                       f"{spec.coordinator_address!r}, {spec.num_processes!r}, {spec.process_id!r}")
+    if not 0 <= spec.process_id < spec.num_processes:
+      raise ValueError(f"--process_id={spec.process_id} must be in [0, --num_processes={spec.num_processes})")
+    return {"coordinator_address": spec.coordinator_address, "num_processes": spec.num_processes,
+            "process_id": spec.process_id}
+  names = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
+  if env.get(names[0]):
+    missing = [n for n in names if not env.get(n)]
+    if missing:
+      raise ValueError(f"JAX_COORDINATOR_ADDRESS is set but {missing} are not; set all three")
+    return {"coordinator_address": env[names[0]], "num_processes": int(env[names[1]]),
+            "process_id": int(env[names[2]])}
+  if env.get("RLDYN_DISTRIBUTED") == "0":
+    return None
+  many = lambda name: int(env.get(name) or 1) > 1  # noqa: E731
+  if (env.get("RLDYN_DISTRIBUTED") == "1" or env.get("TPU_WORKER_HOSTNAMES") or many("SLURM_NTASKS")
+      or many("OMPI_COMM_WORLD_SIZE")):
+    return {}  # jax.distributed.initialize() detects the cluster itself
+  return None
+
+
+def init_distributed(spec: DistributedSpec = DistributedSpec()) -> None:
+  """Multi-host (TPU pod / multi-node GPU) initialisation; a no-op on a single process (see
+  distributed_args for where the settings come from). Safe to call twice."""
+  args = distributed_args(spec)
+  if args is None or jax.distributed.is_initialized():
+    return
+  jax.distributed.initialize(**args)

@@ -158,3 +158,24 @@ def test_empty_workdir_is_refused(tmp_path, monkeypatch):
   with pytest.raises(config_lib.ConfigError, match="--workdir must name a directory"):
     launch.prepare(config_lib.default(), "")
   assert os.listdir(tmp_path) == []
+
+
+def test_distributed_settings_from_flags_or_environment():
+  from rldyn import parallel
+  spec = parallel.DistributedSpec("10.0.0.1:1234", 2, 1)
+  assert parallel.distributed_args(spec, env={}) == {"coordinator_address": "10.0.0.1:1234",
+                                                     "num_processes": 2, "process_id": 1}
+  with pytest.raises(ValueError, match="go together"):
+    parallel.distributed_args(parallel.DistributedSpec("h:1", None, None), env={})
+  with pytest.raises(ValueError, match="must be in"):
+    parallel.distributed_args(parallel.DistributedSpec("h:1", 2, 2), env={})
+  # The documented environment recipe: all three variables, passed explicitly (jax reads none of them).
+  env = {"JAX_COORDINATOR_ADDRESS": "h:1", "JAX_NUM_PROCESSES": "4", "JAX_PROCESS_ID": "3"}
+  assert parallel.distributed_args(env=env) == {"coordinator_address": "h:1", "num_processes": 4,
+                                                "process_id": 3}
+  with pytest.raises(ValueError, match="set all three"):
+    parallel.distributed_args(env={"JAX_COORDINATOR_ADDRESS": "h:1"})
+  assert parallel.distributed_args(env={"RLDYN_DISTRIBUTED": "1"}) == {}  # tpu/ launches: auto-detect
+  assert parallel.distributed_args(env={"SLURM_NTASKS": "8"}) == {}
+  assert parallel.distributed_args(env={"SLURM_NTASKS": "1"}) is None
+  assert parallel.distributed_args(env={}) is None

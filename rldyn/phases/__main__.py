@@ -20,6 +20,8 @@ from typing import Sequence
 from absl import app
 from absl import flags
 
+from rldyn import cli
+from rldyn import workdir as workdir_lib
 from rldyn.phases.detect import PhaseConfig, SignalSpec
 from rldyn.phases.io import FORMATS, parse_keys
 from rldyn.phases.model import ACCURACY
@@ -44,7 +46,7 @@ def main(argv: Sequence[str]) -> None:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if bool(_WORKDIR.value) == bool(_METRICS.value):
     raise app.UsageError("give exactly one of --workdir or --metrics")
-  path = _METRICS.value or os.path.join(_WORKDIR.value, "metrics.jsonl")
+  path = _METRICS.value or os.path.join(_WORKDIR.value, workdir_lib.METRICS)
   if not (os.path.isfile(path) or (_METRICS.value and os.path.isdir(path))):
     raise app.UsageError(f"no metrics file at {path}")
   out_dir = _OUT_DIR.value or _WORKDIR.value or (
@@ -65,12 +67,12 @@ def main(argv: Sequence[str]) -> None:
   except OSError as e:
     raise SystemExit(f"rldyn.phases: {e.strerror or e} ({e.filename or path})") from None
   print(result.verdict())
-  print(f"Wrote {os.path.join(out_dir, 'phases.json')}"
+  print(f"Wrote {os.path.join(out_dir, workdir_lib.PHASES)}"
         + (f" and {os.path.join(out_dir, 'phases.png')}" if _PLOT.value else "") + ".")
 
 
 def entry() -> None:
-  app.run(main)
+  cli.run(main, __name__, guard=False)  # numpy only: no jax here
 
 
 if __name__ == "__main__":

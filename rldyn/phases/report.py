@@ -5,6 +5,7 @@ import json
 import os
 from typing import Mapping
 
+from rldyn import workdir as workdir_lib
 from rldyn.phases import io
 from rldyn.phases.detect import PhaseConfig, PhaseResult, detect
 from rldyn.phases.model import FIT_ROLES
@@ -54,8 +55,8 @@ def analyse(metrics_path: str, out_dir: str, *, keys: Mapping[str, str] | None =
   if log.noteworthy:
     result.reason += f" Input: {log.summary()}."
   os.makedirs(out_dir, exist_ok=True)
-  write_json_atomic(os.path.join(out_dir, "phases.json"), result.to_json())
+  write_json_atomic(os.path.join(out_dir, workdir_lib.PHASES), result.to_json())
   if plot:
     from rldyn.phases.plot import plot_phases  # pylint: disable=g-import-not-at-top
-    plot_phases(result, os.path.join(out_dir, "phases.png"))
+    plot_phases(result, os.path.join(out_dir, workdir_lib.PHASES_PLOT))
   return result, log

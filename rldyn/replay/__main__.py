@@ -17,6 +17,8 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from rldyn import cli
+
 _WORKDIR = flags.DEFINE_string("workdir", None, "The RL run's workdir.", required=True)
 _STEPS = flags.DEFINE_string("steps", "all", "Checkpoint steps to replay, comma-separated, or 'all'.")
 _N = flags.DEFINE_integer("n", 64, "Samples per probe problem per checkpoint.")
@@ -64,7 +66,7 @@ def main(argv: Sequence[str]) -> None:
 
 
 def entry() -> None:
-  app.run(main)
+  cli.run(main, __name__)
 
 
 if __name__ == "__main__":

@@ -18,11 +18,14 @@ verifier for natural-text answers (`verify_numeric`).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import decimal
 import functools
 import hashlib
+import io
 import json
+import logging
 import os
 import re
 from typing import Any
@@ -112,6 +115,27 @@ def _builder_cls() -> tuple[type[Any], type[Any]]:
   return EvalSetConfig, EvalSetBuilder
 
 
+class _QuietTFDS(logging.Filter):
+  """Drops TFDS's notices about our locally generated set ("custom data configuration" ...)."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return "custom data configuration" not in str(record.msg)
+
+
+@contextlib.contextmanager
+def _quiet():
+  """No TFDS chatter for a set generated here: its log notices and its "Downloading and preparing
+  dataset Unknown size" prints (nothing is downloaded)."""
+  quiet = _QuietTFDS()
+  logger = logging.getLogger("absl")
+  logger.addFilter(quiet)
+  try:
+    with contextlib.redirect_stdout(io.StringIO()):
+      yield
+  finally:
+    logger.removeFilter(quiet)
+
+
 def eval_set_builder(task: base.Task, size: int, seed: int = 0,
                      data_dir: str | None = None) -> Any:
   """The (not yet prepared) TFDS builder of an eval set."""
@@ -121,15 +145,17 @@ def eval_set_builder(task: base.Task, size: int, seed: int = 0,
       name=name, description=f"{size} held-out {task.name} problems",
       task_name=task.name, task_config=config_json, size=size, seed=seed)
   data_dir = os.path.abspath(os.path.expanduser(data_dir or DEFAULT_DATA_DIR))
-  return builder_cls(config=config, data_dir=data_dir,
-                     file_format="array_record")
+  with _quiet():
+    return builder_cls(config=config, data_dir=data_dir,
+                       file_format="array_record")
 
 
 def load_eval_set(task: base.Task, size: int, seed: int = 0,
                   data_dir: str | None = None) -> list[base.Problem]:
   """A fixed held-out eval set, built under `data_dir` on first use."""
   builder = eval_set_builder(task, size, seed, data_dir)
-  builder.download_and_prepare()
+  with _quiet():
+    builder.download_and_prepare()
   source = builder.as_data_source(_SPLIT)
   records = sorted((source[k] for k in range(len(source))),
                    key=lambda r: int(r["index"]))
