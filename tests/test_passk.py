@@ -1,4 +1,4 @@
-"""Unbiased pass@k and the capability-boundary comparisons (SCIENCE.md §8) against exact arithmetic."""
+"""Unbiased pass@k and the capability-boundary comparisons (docs/replay.md) against exact arithmetic."""
 from fractions import Fraction
 import math
 

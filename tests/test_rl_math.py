@@ -1,4 +1,4 @@
-"""RL objectives against hand computations (SCIENCE.md §4)."""
+"""RL objectives against hand computations (docs/objectives.md)."""
 import jax.numpy as jnp
 import numpy as np
 import pytest

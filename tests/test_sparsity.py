@@ -1,4 +1,4 @@
-"""Update sparsity (bf16 vs fp32), rank of the update and seed overlap (SCIENCE.md §9) by hand."""
+"""Update sparsity (bf16 vs fp32), rank of the update and seed overlap (docs/replay.md) by hand."""
 import jax.numpy as jnp
 import numpy as np
 import pytest

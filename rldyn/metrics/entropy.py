@@ -1,4 +1,4 @@
-"""Host-side role statistics: semantic entropy of planning (SCIENCE.md §2) and its stand-in groups.
+"""Host-side role statistics: semantic entropy of planning (docs/metrics.md) and its stand-in groups.
 
 Semantic entropy (HICRA's sense): the Shannon entropy of the frequency distribution of strategic-gram
 groups used in a step's responses, H = −Σ_g p_g log p_g; m equally used groups give log m, one gives 0.

@@ -1,4 +1,4 @@
-"""Unbiased pass@k and the capability-boundary comparisons built on it (SCIENCE.md §8).
+"""Unbiased pass@k and the capability-boundary comparisons built on it (docs/replay.md).
 
 Per problem, n samples of which c are correct:
 

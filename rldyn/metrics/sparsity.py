@@ -1,4 +1,4 @@
-"""Where RL changed the weights: update sparsity, rank of the update, seed overlap (SCIENCE.md §9).
+"""Where RL changed the weights: update sparsity, rank of the update, seed overlap (docs/replay.md).
 
 For parameters θ_0 (base) and θ_t (a checkpoint), per leaf ("matrix") and overall:
 

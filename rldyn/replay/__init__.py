@@ -1,4 +1,4 @@
-"""Checkpoint replay analysis: what changed, checkpoint by checkpoint (SCIENCE.md §2, §8, §9).
+"""Checkpoint replay analysis: what changed, checkpoint by checkpoint (docs/replay.md, docs/metrics.md).
 
     python -m rldyn.replay --workdir=/tmp/rldyn/two_phase [--steps=100,200] [--n=64] [--probe=128]
 

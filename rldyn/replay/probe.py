@@ -1,4 +1,4 @@
-"""The fixed probe set and what replay measures on it for one model (SCIENCE.md §2, §8).
+"""The fixed probe set and what replay measures on it for one model (docs/replay.md, docs/metrics.md).
 
 Every model of a replay (the base and each checkpoint) answers the same P held-out problems n times,
 with the same prompts in the same rows and the same sampling keys, so comparisons between checkpoints

@@ -1,4 +1,4 @@
-"""Advantage estimators over groups of G responses per prompt (SCIENCE.md §4), and role-aware transforms.
+"""Advantage estimators over groups of G responses per prompt (docs/objectives.md), and role-aware transforms.
 
 Every estimator maps rewards_PG (P prompts × G responses) to advantages_PG; the loop broadcasts them to
 the response tokens. Registered by name; `advantage.name` in the config picks one.

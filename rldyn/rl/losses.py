@@ -1,4 +1,4 @@
-"""Policy-gradient losses, their aggregation over tokens, and KL estimators (SCIENCE.md §4).
+"""Policy-gradient losses, their aggregation over tokens, and KL estimators (docs/objectives.md).
 
 Shapes: B responses, T response positions; mask_BT is 1 on response tokens, 0 on padding.
 

@@ -1,4 +1,4 @@
-"""Reward functions (SCIENCE.md §5), chosen by `reward.name`.
+"""Reward functions (docs/objectives.md), chosen by `reward.name`.
 
 A reward function maps one step's responses to float rewards:
     fn(ctx: RewardContext) -> rewards_B (np.float32)

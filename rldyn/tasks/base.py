@@ -2,7 +2,7 @@
 
 A task generates problems, writes imperfect reference responses (traces) for
 pretraining, verifies untrusted responses, and tags every response token with
-its ground-truth role (SCIENCE.md §1). A model sees
+its ground-truth role (docs/roles.md). A model sees
 `[bos] + encode(prompt) + encode(response) + [eos]`; prompts end in a separator
 so the two encodings concatenate exactly.
 
