@@ -11,7 +11,7 @@ What is restored is verified (docs/workdir.md):
     directory, and only then is it reported saved (`on_event("checkpoint_saved", step)`). A restore
     checks the manifest first: a flipped bit, a truncated or missing file, or meta naming another step
     means the checkpoint is *unreadable*: it is moved to `<dir>.corrupt/` and the previous one is tried
-    (`on_event("checkpoint_unreadable", step, reason=...)`).
+    (`on_event("checkpoint_unreadable", step, error=...)`).
   * A checkpoint whose arrays have other shapes than the restore target is *incompatible* with this
     config: IncompatibleCheckpoint is raised and nothing is moved.
   * Transient failures (out of memory, a filesystem error) propagate and touch nothing.
@@ -21,7 +21,9 @@ What is restored is verified (docs/workdir.md):
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import time
 import zlib
@@ -94,6 +96,22 @@ def verify_manifest(directory: str) -> str | None:
   return None
 
 
+class _NoItemNotices(logging.Filter):
+  def filter(self, record: logging.LogRecord) -> bool:
+    return "could not be restored" not in str(record.msg)
+
+
+@contextlib.contextmanager
+def _quiet_orbax():
+  """Reading item metadata without handler args makes orbax warn about every item; that is expected."""
+  f = _NoItemNotices()
+  logging.getLogger("absl").addFilter(f)
+  try:
+    yield
+  finally:
+    logging.getLogger("absl").removeFilter(f)
+
+
 def _path(keys) -> str:
   """A tree path as 'a/b/0', whatever the node types (dict keys, namedtuple fields, list indices)."""
   parts = []
@@ -152,7 +170,8 @@ class Checkpointer:
   def check_compatible(self, step: int, abstract_state: Any) -> None:
     """IncompatibleCheckpoint if the saved arrays' structure or shapes differ from the target's."""
     try:
-      saved = self._mngr.item_metadata(step)["state"]
+      with _quiet_orbax():
+        saved = self._mngr.item_metadata(step)["state"]
     except Exception:  # noqa: BLE001  (metadata unreadable: the restore decides)
       return
     if saved is None:
@@ -177,11 +196,13 @@ class Checkpointer:
     """Restores `step` onto the shardings of `abstract_state` (ShapeDtypeStructs with .sharding).
 
     Raises UnreadableCheckpoint (damaged), IncompatibleCheckpoint (other shapes) or a transient error.
+    meta["_verified"] says whether a manifest vouched for the files.
     """
     d = os.path.join(self.directory, str(step))
     problem = verify_manifest(d) if verify else None
     if problem and not problem.startswith("no manifest"):
       raise UnreadableCheckpoint(problem)
+    verified = verify and problem is None
     self.check_compatible(step, abstract_state)
     try:
       out = self._mngr.restore(step, args=ocp.args.Composite(
@@ -193,6 +214,7 @@ class Checkpointer:
     meta = dict(out["meta"])
     if meta.get("step") != step:
       raise UnreadableCheckpoint(f"its meta says step {meta.get('step')}, its directory says {step}")
+    meta["_verified"] = verified
     return out["state"], meta
 
   def restore_latest(self, abstract_state: Any) -> tuple[int, Any, dict] | None:
@@ -208,7 +230,7 @@ class Checkpointer:
         self._quarantine(step)
         self._on_event("checkpoint_unreadable", step, error=str(e)[:500])
         continue
-      if verify_manifest(os.path.join(self.directory, str(step))):
+      if not meta.pop("_verified"):
         self._on_event("checkpoint_unverified", step)
       return step, state, meta
     return None

@@ -55,7 +55,9 @@ def parse_flags(argv: list[str]) -> list[str]:
   try:
     return flags.FLAGS(argv)
   except flags.Error as e:
-    print(f"rldyn: error: {e} (--help lists the flags)", file=sys.stderr, flush=True)
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    msg = lines[0] if len(lines) == 1 else f"{lines[0].split(':')[0]}: {lines[-1]}"  # (a config file's traceback)
+    print(f"rldyn: error: {msg} (--help lists the flags)", file=sys.stderr, flush=True)
     sys.exit(2)
   except (AttributeError, KeyError, TypeError, ValueError) as e:
     msg = str(e.args[0] if e.args else e).strip("'\"").replace("\\n", " ").replace("\n", " ")

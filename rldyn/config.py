@@ -3,13 +3,13 @@
     c = config.default()            # an ml_collections ConfigDict with every key, built from the classes
     config.shrink(c)                # the `smoke` variant (seconds on CPU)
     cfg = config.load(c, vocab_size=..., pad_id=..., stop_tokens=...)   # -> Config (validated)
-    config.validate(cfg, num_devices)                                     # cross-field checks
+    launch.validate(cfg, num_devices)        # cross-field checks (rldyn.launch; registries, the mesh)
 
 Experiment files (`experiments/*.py`) start from `default()` and override what their study changes; every
 key is a dataclass field below with a one-line comment (docs/config.md lists them all). `load` turns the
 ConfigDict into these dataclasses, which check their own ranges; a missing or unknown key is an error
-naming the valid keys. `validate` holds every check that spans fields or consults a registry, so a bad
-launch fails before anything is compiled or written. Library code only sees the dataclasses: no
+naming the valid keys. `rldyn.launch.validate` holds every check that consults a registry or the device
+count, so a bad launch fails before anything is compiled or written. Library code only sees the dataclasses: no
 `config.get(key, default)` anywhere.
 
 A few fields are not config keys because they follow from the task's tokenizer (DERIVED): the model's

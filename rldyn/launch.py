@@ -116,6 +116,9 @@ def check_workdir(cfg: Config, wd: Workdir) -> bool:
                                                     cfg.sampling.stop_tokens))
   mine = config_lib.to_dict(cfg)
   steps_changed = theirs["rl"]["steps"] != mine["rl"]["steps"]
+  if mine["rl"]["steps"] < theirs["rl"]["steps"] and not cfg.resume_anyway:
+    raise ConfigError(f"{wd.root} holds a run of rl.steps={theirs['rl']['steps']}; a run can be extended, not "
+                      f"shortened (rl.steps={mine['rl']['steps']}): replay or read its checkpoints instead")
   for d in (mine, theirs):
     d.pop("resume_anyway")
     d["rl"].pop("steps")

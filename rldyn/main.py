@@ -70,8 +70,17 @@ def main(argv):
     parallel.init_distributed(spec)  # before anything touches a device
   except ValueError as e:
     raise ConfigError(str(e)) from e
+  try:
+    config = _CONFIG.value
+    config.to_dict()  # config_flags reports a file that failed to load only when the config is used
+  except OSError as e:
+    from rldyn import experiments  # pylint: disable=g-import-not-at-top
+    shipped = sorted(f[:-3] for f in os.listdir(os.path.dirname(experiments.__file__))
+                     if f.endswith(".py") and not f.startswith("_"))
+    raise ConfigError(f"--config={flags.FLAGS['config'].serialize().split('=', 1)[-1]!s}: no such config "
+                      f"file, and not a shipped study (shipped: {', '.join(shipped)})") from e
   launch.print_devices()
-  launch.run(_CONFIG.value, _WORKDIR.value)
+  launch.run(config, _WORKDIR.value)
 
 
 def entry():

@@ -131,7 +131,8 @@ def run(cfg: Config, wd: Workdir, task: Task, mesh) -> dict:
   key = jax.random.key(cfg.seed)
   params = state_lib.init_params(cfg.model, mesh, jax.random.fold_in(key, 0))
   opt_state = state_lib.init_opt_state(tx, params, mesh)
-  ckpt = ckpt_lib.Checkpointer(wd.base_checkpoints_dir, keep=1)
+  ckpt = ckpt_lib.Checkpointer(wd.base_checkpoints_dir, keep=1,
+                               on_event=lambda name, step, **f: wd.event(f"pretrain_{name}", step, **f))
   start = 0
   restored = ckpt.restore_latest(ckpt_lib.abstract_like({"params": params, "opt_state": opt_state}))
   if restored is not None:
@@ -151,6 +152,7 @@ def run(cfg: Config, wd: Workdir, task: Task, mesh) -> dict:
         if step not in ckpt.steps():
           ckpt.save(step, {"params": params, "opt_state": opt_state}, {"step": step})
         ckpt.close()
+        wd.event("preempted", step, stage="pretrain")
         raise runtime.Preempted(f"pretraining stopped at step {step} (SIGTERM); rerun to resume")
       batch = parallel.shard_batch(mesh, next(stream))
       params, opt_state, metrics = step_fn(params, opt_state, batch)

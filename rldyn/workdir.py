@@ -101,6 +101,7 @@ class WorkdirLock:
   def __exit__(self, *exc) -> None:
     import fcntl  # pylint: disable=g-import-not-at-top
     if self._fd is not None:
+      os.ftruncate(self._fd, 0)  # a clean exit leaves no holder behind (a killed run leaves its record)
       fcntl.flock(self._fd, fcntl.LOCK_UN)
       os.close(self._fd)
       self._fd = None
@@ -201,6 +202,8 @@ class Workdir:
     """Appends one event to events.jsonl (the RL loop's own events go through its Emitter)."""
     w = JsonlWriter(self.events_path)
     try:
+      if w.repaired:
+        w.write({"event": "log_repaired", "step": step, "time": time.time(), "log": EVENTS, **w.repaired})
       w.write({"event": name, "step": step, "time": time.time(), **fields})
     finally:
       w.close()
