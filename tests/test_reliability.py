@@ -205,3 +205,34 @@ def test_stale_lock_of_a_killed_run_is_taken_over(reference, smoke_base, tmp_pat
   launch.run(_config(smoke_base), d)
   assert any(e["event"] == "lock_taken_over" and e["previous"]["pid"] == proc.pid for e in _events(d))
   _assert_recovered(d, reference)
+
+
+@pytest.mark.parametrize("case", ["missing_base", "base_of_another_task", "missing_lexicon", "bad_regex",
+                                  "unwritable_data_dir"])
+def test_launch_problems_are_found_before_anything_is_written(smoke_base, tmp_path, case):
+  """Each of these used to fail only after config.json, logs and base_pointer.json were written."""
+  c = _config(smoke_base)
+  if case == "missing_base":
+    c.base_workdir = str(tmp_path / "nowhere")
+  elif case == "base_of_another_task":
+    other = str(tmp_path / "arith_base")
+    shutil.copytree(smoke_base, other)
+    info_path = os.path.join(other, "base", "info.json")
+    info = json.load(open(info_path))
+    info["task"] = "arithmetic"
+    json.dump(info, open(info_path, "w"))
+    c.base_workdir = other
+  elif case == "missing_lexicon":
+    c.roles.tagger = "lexicon"
+    c.roles.lexicon_path = str(tmp_path / "no_such_lexicon.json")
+  elif case == "bad_regex":
+    c.roles.tagger = "spans"
+    c.roles.span_patterns = ("<think>(.*", )
+  else:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    c.task.data_dir = str(blocker / "tfds")
+  run = tmp_path / "run"
+  with pytest.raises(ConfigError):
+    launch.run(c, str(run))
+  assert not run.exists()
