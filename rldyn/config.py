@@ -260,13 +260,6 @@ class Config:
       raise ConfigError(f"config.stage={self.stage!r}; valid: {', '.join(STAGES)}")
     if self.seed < 0:
       raise ConfigError(f"seed must be >= 0, got {self.seed}")
-    longest = self.sampling.max_new_tokens + 16  # the shortest prompt bucket (rldyn.data.PROMPT_BUCKET)
-    if longest > self.model.max_seq_len:
-      raise ConfigError(f"sampling.max_new_tokens={self.sampling.max_new_tokens} plus a prompt does not fit "
-                        f"model.max_seq_len={self.model.max_seq_len}; lower the one or raise the other")
-    if self.pretrain.seq_len > self.model.max_seq_len:
-      raise ConfigError(f"pretrain.seq_len={self.pretrain.seq_len} exceeds model.max_seq_len="
-                        f"{self.model.max_seq_len}")
 
 
 # ---- ConfigDict <-> dataclasses ------------------------------------------------------------------------

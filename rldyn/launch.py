@@ -19,6 +19,7 @@ import jax
 
 from rldyn import checkpoint as ckpt_lib
 from rldyn import config as config_lib
+from rldyn import data as data_lib
 from rldyn import parallel
 from rldyn import pretrain
 from rldyn import roles as roles_lib
@@ -40,7 +41,17 @@ EXTENDABLE = ("resume_anyway", "rl.steps")
 
 
 def validate(cfg: Config, num_devices: int) -> None:
-  """Every check that spans fields or consults a registry (ConfigError naming the valid choices)."""
+  """Every check that spans fields or consults a registry (ConfigError naming the valid choices).
+
+  (Each section's own ranges are checked by its dataclass when the Config is built.)
+  """
+  longest = cfg.sampling.max_new_tokens + data_lib.PROMPT_BUCKET  # the shortest prompt a batch can have
+  if longest > cfg.model.max_seq_len:
+    raise ConfigError(f"sampling.max_new_tokens={cfg.sampling.max_new_tokens} plus a prompt does not fit "
+                      f"model.max_seq_len={cfg.model.max_seq_len}; lower the one or raise the other")
+  if cfg.pretrain.seq_len > cfg.model.max_seq_len:
+    raise ConfigError(f"pretrain.seq_len={cfg.pretrain.seq_len} exceeds model.max_seq_len="
+                      f"{cfg.model.max_seq_len}")
   rewards_lib.REWARDS.get(cfg.reward.name)
   adv_lib.ADVANTAGES.get(cfg.advantage.name)
   adv_lib.check_group_size(cfg.advantage.name, cfg.rl.group_size)

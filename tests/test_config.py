@@ -107,7 +107,6 @@ def test_missing_and_unknown_keys_are_rejected_with_the_valid_ones():
     ("eval", "every", 0, "eval.every must be positive"),
     ("log", "every", 0, "log.every must be positive"),
     ("eval", "samples", 0, "eval.samples must be positive"),
-    ("sampling", "max_new_tokens", 100000, "does not fit model.max_seq_len=256"),
     ("reward", "random_p", 2.0, r"in \[0, 1\]"),
     ("advantage", "eps", -1.0, "advantage.eps must be >= 0"),
     ("loss", "kl_coef", -1.0, "loss.kl_coef and loss.entropy_coef must be >= 0"),
@@ -122,6 +121,18 @@ def test_values_out_of_range_are_config_errors(section, key, value, match):
     c[section][key] = value
   with pytest.raises(config_lib.ConfigError, match=match):
     config_lib.load(c, 33, 0, (2,))
+
+
+@pytest.mark.parametrize("key,value,match", [
+    ("max_new_tokens", 100000, "does not fit model.max_seq_len=256"),
+    ("seq_len", 1000, "pretrain.seq_len=1000 exceeds model.max_seq_len=256"),
+])
+def test_cross_field_checks_live_in_launch_validate(key, value, match):
+  c = config_lib.default()
+  (c.sampling if key == "max_new_tokens" else c.pretrain)[key] = value
+  cfg = config_lib.load(c, 33, 0, (2,))  # each section is fine alone
+  with pytest.raises(config_lib.ConfigError, match=match):
+    launch.validate(cfg, num_devices=8)
 
 
 def test_saved_config_round_trips():

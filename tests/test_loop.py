@@ -1,5 +1,4 @@
 """The RL loop end to end on the smoke config: metric keys, resume, bad input."""
-import json
 import math
 import os
 

@@ -1,7 +1,6 @@
 """Tests for the math verifier (rldyn.tasks.verify_math and math_grader)."""
 
 import json
-import os
 import pathlib
 import re
 import statistics

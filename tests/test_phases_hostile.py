@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from rldyn.phases import PhaseConfig, analyse, detect, read_metrics
+from rldyn.phases import PhaseConfig, analyse, detect
 from rldyn.phases.report import write_json_atomic
 from rldyn.phases.synthetic import make_log
 

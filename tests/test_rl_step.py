@@ -1,5 +1,4 @@
 """The jitted update step: role-split metrics by hand, sharded == unsharded, no recompiles."""
-import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -108,9 +107,8 @@ def test_nonfinite_update_is_skipped():
   mesh = parallel.make_mesh(parallel.MeshConfig(1, 1, 1), jax.devices()[:1])
   batch = _batch(4)
   batch["adv_BN"][0, 0] = np.nan
-  params = state_lib.init_params(CFG, mesh, jax.random.key(0))
   new, m = _run(mesh, batch)
-  assert m["fault/nonfinite_updates"] >= 1
+  assert m["fault/nonfinite_updates"] == 1  # the minibatch holding row 0, not the other
   # The minibatch holding row 0 was skipped; the params stay finite.
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(new))
 
