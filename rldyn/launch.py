@@ -27,6 +27,7 @@ from rldyn import state as state_lib
 from rldyn import summary
 from rldyn.config import Config, ConfigError
 from rldyn.rl import advantages as adv_lib
+from rldyn.rl import loop
 from rldyn.rl import losses
 from rldyn.rl import rewards as rewards_lib
 from rldyn.tasks import make_task
@@ -35,9 +36,7 @@ from rldyn.workdir import Workdir
 
 # Model fields that change parameter shapes (dtypes and the attention kernel may differ from the base's).
 SHAPE_KEYS = ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim", "d_ff", "qkv_bias",
-              "tie_embeddings")
-# Keys a rerun may change on an existing workdir: the run continues (docs/workdir.md).
-EXTENDABLE = ("resume_anyway", "rl.steps")
+              "qk_norm", "tie_embeddings")
 
 
 def validate(cfg: Config, num_devices: int) -> None:
@@ -117,8 +116,8 @@ def check_base(cfg: Config, source: Workdir) -> None:
 def check_workdir(cfg: Config, wd: Workdir) -> bool:
   """Refuses to mix runs: a workdir belongs to the config that made it. Returns whether rl.steps changed.
 
-  Lengthening (or shortening) a run is allowed: the run continues from its last checkpoint, provided the
-  RL learning-rate schedule does not depend on the number of steps (rl.optim.decay = constant).
+  Lengthening a run is allowed (not shortening it): the run continues from its last checkpoint, provided
+  the RL learning-rate schedule does not depend on the number of steps (rl.optim.decay = constant).
   """
   saved = wd.saved_config()
   if saved is None:
@@ -233,7 +232,6 @@ def run(config_dict, workdir: str) -> dict:
       wd.event("lock_taken_over", 0, previous=lock.previous)
     if cfg.stage == "pretrain":
       return pretrain.run(cfg, wd, task, mesh)
-    from rldyn.rl import loop  # pylint: disable=g-import-not-at-top
     if extended:
       wd.event("run_extended", 0, from_steps=saved["rl"]["steps"], to_steps=cfg.rl.steps)
     if not wd.has_base() and cfg.base_workdir:

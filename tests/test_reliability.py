@@ -236,3 +236,14 @@ def test_launch_problems_are_found_before_anything_is_written(smoke_base, tmp_pa
   with pytest.raises(ConfigError):
     launch.run(c, str(run))
   assert not run.exists()
+
+
+def test_a_finished_run_extends_exactly_and_never_shortens(reference, smoke_base, tmp_path):
+  d = str(tmp_path / "run")
+  launch.run(smoke_config(smoke_base, rl__steps=4, checkpoint__every=2, eval__every=3), d)
+  launch.run(_config(smoke_base), d)  # rl.steps 4 -> 6: continues from checkpoint 4
+  ext = [e for e in _events(d) if e["event"] == "run_extended"]
+  assert len(ext) == 1 and (ext[0]["from_steps"], ext[0]["to_steps"]) == (4, STEPS)
+  _assert_recovered(d, reference)
+  with pytest.raises(ConfigError, match="extended, not shortened"):
+    launch.run(smoke_config(smoke_base, rl__steps=2, checkpoint__every=2, eval__every=3), d)
