@@ -370,16 +370,21 @@ def format_plan(report: dict) -> str:
 
 # ---- command line ------------------------------------------------------------------------------------
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Experiment config file `path.py[:variant]` (batch sizes, mesh, dtypes); override keys "
-    "with --config.section.key=value.", lock_config=True)
-_TOPOLOGY = flags.DEFINE_string("topology", "local", f"Hardware to compile for: {', '.join(TOPOLOGIES)}.")
-_MODEL = flags.DEFINE_string("model", "", f"A model shape: a preset ({', '.join(PRESETS)}) or a Hugging Face "
-                             "checkpoint directory (its config.json); empty: the config's own model.")
-_PROMPT_LEN = flags.DEFINE_integer("prompt_len", 128, "Prompt width P in tokens (left-padded).")
-_PROGRAMS = flags.DEFINE_list("programs", list(PROGRAMS), f"Which programs to compile: {', '.join(PROGRAMS)}.")
-_JSON = flags.DEFINE_string("json", "", "Also write the plan as JSON to this path.")
-flags.mark_flags_as_required(["config"])
+def define_flags() -> dict:
+  """The command's flags, defined when the command runs (so importing rldyn.plan beside rldyn.main, which
+  has its own --config, is fine)."""
+  return {
+      "config": config_flags.DEFINE_config_file(
+          "config", None, "Experiment config file `path.py[:variant]` (batch sizes, mesh, dtypes); override "
+          "keys with --config.section.key=value.", lock_config=True),
+      "topology": flags.DEFINE_string("topology", "local", f"Hardware to compile for: {', '.join(TOPOLOGIES)}."),
+      "model": flags.DEFINE_string("model", "", f"A model shape: a preset ({', '.join(PRESETS)}) or a Hugging "
+                                   "Face checkpoint directory (its config.json); empty: the config's own model."),
+      "prompt_len": flags.DEFINE_integer("prompt_len", 128, "Prompt width P in tokens (left-padded)."),
+      "programs": flags.DEFINE_list("programs", list(PROGRAMS),
+                                    f"Which programs to compile: {', '.join(PROGRAMS)}."),
+      "json": flags.DEFINE_string("json", "", "Also write the plan as JSON to this path."),
+  }
 
 
 def run(config_dict, topology: str, model: str, prompt_len: int, programs, json_path: str = "") -> dict:
@@ -402,18 +407,22 @@ def run(config_dict, topology: str, model: str, prompt_len: int, programs, json_
   return report
 
 
-def main(argv):
+def main(fl: dict, argv):
   del argv
+  if fl["config"].value is None:
+    raise ConfigError("--config is required: an experiment config file, e.g. experiments/two_phase.py")
   try:
-    config = _CONFIG.value
+    config = fl["config"].value
     config.to_dict()
   except OSError as e:
-    raise ConfigError(f"--config: no such config file ({e})") from e
-  run(config, _TOPOLOGY.value, _MODEL.value, _PROMPT_LEN.value, _PROGRAMS.value, _JSON.value)
+    spec = flags.FLAGS["config"].serialize().split("=", 1)[-1]
+    raise ConfigError(f"--config={spec}: no such config file (give an experiments/*.py path)") from e
+  run(config, fl["topology"].value, fl["model"].value, fl["prompt_len"].value, fl["programs"].value,
+      fl["json"].value)
 
 
 def entry():
-  cli.run(main, __name__)
+  cli.run(functools.partial(main, define_flags()), __name__)
 
 
 if __name__ == "__main__":

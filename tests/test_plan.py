@@ -114,3 +114,10 @@ def test_cli_bad_topology_is_one_line():
   assert r.returncode == 2
   lines = r.stderr.strip().splitlines()
   assert len(lines) == 1 and "v5p-64" in lines[0] and "8xh100" in lines[0], r.stderr
+
+
+def test_importable_beside_rldyn_main():
+  """The command defines its flags when it runs, so both modules import into one process (the test suite)."""
+  r = subprocess.run([sys.executable, "-c", "import rldyn.main, rldyn.plan"], capture_output=True, text=True,
+                     cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT}, timeout=120)
+  assert r.returncode == 0, r.stderr[-1000:]
