@@ -31,6 +31,7 @@ setuptools.setup(
         "gcs": ["gcsfs"],  # gs:// workdirs
         "math": ["math-verify[antlr4_13_2]>=0.9"],  # symbolic equivalence in rldyn.tasks.verify_math
         "parquet": ["pyarrow"],  # verl-style parquet task files
+        "tpu": ["jax[tpu]"],  # libtpu: `python -m rldyn.plan --topology=v5p-64` compiles for TPU on any machine
         "tensorboard": ["tensorboardX"],
         "report": ["matplotlib"],
         "dev": ["pytest", "ruptures", "scipy", "matplotlib", "tensorboardX", "safetensors", "tokenizers",
