@@ -25,8 +25,12 @@ def test_drgrpo_and_rloo_hand_values():
 
 
 def test_unknown_names_list_valid_ones():
-  with pytest.raises(ValueError, match="valid: drgrpo, grpo, rloo"):
+  with pytest.raises(ValueError, match="valid: drgrpo, grpo, passk, rloo"):
     A.ADVANTAGES.get("ppo")
+  with pytest.raises(ValueError, match="valid: clip_cov, clipped, kl_cov, vanilla"):
+    L.POLICY_LOSSES.get("ppo")
+  with pytest.raises(ValueError, match="valid: entropy, hicra, none"):
+    A.TRANSFORMS.get("entropy_bonus")
   with pytest.raises(ValueError, match="seq-mean-token-mean"):
     L.AGGREGATIONS.get("mean")
   with pytest.raises(ValueError, match="group_size must be >= 2"):
@@ -97,3 +101,13 @@ def test_hicra_transform():
   np.testing.assert_allclose(out, [[1.2, 1.0, -0.8, -1.0, 0.5]], atol=1e-6)
   np.testing.assert_array_equal(A.TRANSFORMS.get("hicra")(adv, roles, 0.0), adv)
   np.testing.assert_array_equal(A.TRANSFORMS.get("none")(adv, roles, 0.2), adv)
+
+
+def test_new_loss_keywords_leave_the_built_in_signatures_alone():
+  """clipped/vanilla take exactly the six positional arguments; the covariance losses add keywords only."""
+  import inspect
+  for name in L.POLICY_LOSSES.names():
+    params = list(inspect.signature(L.POLICY_LOSSES.get(name)).parameters.values())
+    assert [p.name for p in params[:6]] == ["logp_BT", "old_logp_BT", "adv_BT", "eps_low", "eps_high", "dual_clip"]
+    extra = params[6:]
+    assert (name in L.COV_LOSSES) == bool(extra) and all(p.kind is p.KEYWORD_ONLY for p in extra)

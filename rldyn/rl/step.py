@@ -14,6 +14,10 @@ Batch (S = prompt width P + N response positions; response tensors are N wide):
   entropy_BN               the sampler's full-vocabulary entropy of π_old at each token
   roles_BN                 0 other, 1 planning, 2 execution
 
+With loss.kl_coef > 0, each minibatch first checks whether θ equals θ_ref bit for bit; if so the KL term
+uses the policy's own log-probs as the reference (exactly zero KL and, for k2/k3, zero gradient) instead of
+the reference scorer's, which differ from them by compilation noise (docs/objectives.md).
+
 Metrics: the per-token ones come from the sampler's arrays (π_old at rollout) and from the logits the
 update computes anyway; no extra forward pass. `sampler/logp_diff_*` compares the sampler's log-probs with
 the update's recomputation on minibatch 0, where θ = θ_old exactly, over its response tokens.
@@ -76,17 +80,26 @@ def policy_loss(model_cfg, lcfg: LossConfig, temperature: float, max_len: int, p
   logits = response_logits(model_cfg, params, mb["tokens_BS"], mb["mask_BS"], n)
   logp, ent = token_logp_entropy(logits, mb["tokens_BS"][:, -n:], temperature)
   m = mb["resp_mask_BN"]
+  # Python-level branches on static config: the default study's graph is exactly what it was.
+  cov = {"mask_BT": m, **losses.cov_options(lcfg)} if lcfg.name in losses.COV_LOSSES else {}
   pg, clipped = losses.POLICY_LOSSES.get(lcfg.name)(
-      logp, mb["old_logp_BN"], mb["adv_BN"], lcfg.eps_low, lcfg.eps_high, lcfg.dual_clip or None)
+      logp, mb["old_logp_BN"], mb["adv_BN"], lcfg.eps_low, lcfg.eps_high, lcfg.dual_clip or None, **cov)
   agg = functools.partial(losses.AGGREGATIONS.get(lcfg.aggregation), mask_BT=m, max_len=max_len)
-  kl = losses.KL_ESTIMATORS.get(lcfg.kl_estimator)(logp, mb["ref_logp_BN"])
+  ref = mb["ref_logp_BN"]
+  if lcfg.kl_coef > 0:
+    # π_ref is scored by a separately compiled forward, so at θ = θ_ref its log-probs differ from the
+    # update's by float noise, whose KL gradient Adam would blow up to lr-sized steps. When the parameters
+    # equal the reference bit for bit, the reference log-probs ARE the policy's: use them (without gradient),
+    # so d = 0 exactly and the k2/k3 gradient is exactly zero (k1's per-token gradient is ∇log π at any d).
+    ref = jnp.where(mb["at_ref"], jax.lax.stop_gradient(logp), ref)
+  kl = losses.KL_ESTIMATORS.get(lcfg.kl_estimator)(logp, ref)
   loss_pg = agg(pg)
   loss = loss_pg + lcfg.kl_coef * agg(kl) - lcfg.entropy_coef * agg(ent)
   sums = {
       "tokens": m.sum(),
       "clip": (clipped * m).sum(),
-      "k1": (losses.k1(logp, mb["ref_logp_BN"]) * m).sum(),
-      "k3": (losses.k3(logp, mb["ref_logp_BN"]) * m).sum(),
+      "k1": (losses.k1(logp, ref) * m).sum(),
+      "k3": (losses.k3(logp, ref) * m).sum(),
       "logp_diff_sum": (jnp.abs(logp - mb["old_logp_BN"]) * m).sum(),
       "logp_diff_max": jnp.max(jnp.abs(logp - mb["old_logp_BN"]) * m),
   }
@@ -94,6 +107,11 @@ def policy_loss(model_cfg, lcfg: LossConfig, temperature: float, max_len: int, p
     sums[f"tokens_{name}"] = w.sum()
     sums[f"clip_{name}"] = (clipped * w).sum()
   return loss, {"loss/pg": loss_pg, "loss/total": loss, **sums}
+
+
+def params_equal(a, b) -> jax.Array:
+  """Whether two parameter trees are equal bit for bit (a bool scalar)."""
+  return jnp.all(jnp.stack([jnp.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))]))
 
 
 def update_step(model_cfg, lcfg: LossConfig, tx: optax.GradientTransformation, temperature: float,
@@ -112,6 +130,8 @@ def update_step(model_cfg, lcfg: LossConfig, tx: optax.GradientTransformation, t
 
   def one_update(carry, mb):
     params, opt_state = carry
+    if lcfg.kl_coef > 0:
+      mb = {**mb, "at_ref": params_equal(params, ref_params)}
     (_, stats), grads = grad_fn(params, mb)
     grad_norm = state_lib.tree_norm(grads)
     finite = jnp.isfinite(stats["loss/total"]) & jnp.isfinite(grad_norm)
