@@ -433,6 +433,19 @@ def test_clip_cov_step_detaching_everything_moves_nothing():
   assert m_narrow["update_norm"] > 0
 
 
+def test_clip_cov_step_sharded_equals_unsharded():
+  """The random draw comes from the minibatch's bits, not from the layout: 8 devices pick the same tokens."""
+  lcfg = _CovLoss(name="clip_cov", cov_ratio=0.1, clip_cov_lb=-1e30, clip_cov_ub=1e30)
+  _, p1, m1, _ = _update(lcfg, _batch(10))
+  mesh8 = parallel.make_mesh(parallel.MeshConfig(2, 2, 2))
+  params = state_lib.init_params(CFG, mesh8, jax.random.key(0))
+  st = {"params": params, "opt_state": state_lib.init_opt_state(_TX, params, mesh8)}
+  ref = jax.tree.map(lambda x: x.copy(), params)
+  new, m8 = S.make_update_step(CFG, lcfg, _TX, 1.0, 2, N, mesh8, st)(st, ref, parallel.shard_batch(mesh8, _batch(10)))
+  assert float(m8["clip_frac"]) == m1["clip_frac"] > 0
+  jax.tree.map(functools.partial(np.testing.assert_allclose, atol=1e-5), p1, jax.device_get(new["params"]))
+
+
 def test_kl_cov_step_with_zero_coef_is_vanilla():
   _, p_van, m_van, _ = _update(LossConfig(name="vanilla"), _batch(8))
   _, p_kl, m_kl, _ = _update(_CovLoss(name="kl_cov", kl_cov_coef=0.0), _batch(8))
