@@ -134,13 +134,21 @@ class RewardConfig:
 
 @dataclasses.dataclass(frozen=True)
 class AdvantageConfig:
-  name: str = "grpo"  # a name from rldyn.rl.advantages.ADVANTAGES: grpo | drgrpo | rloo
-  eps: float = 1e-6  # std floor of grpo
-  std_ddof: int = 0  # 0 = population std; 1 = unbiased (verl)
-  transform: str = "none"  # none | hicra: A + α|A| on the tagger's planning tokens
+  name: str = "grpo"  # a name from rldyn.rl.advantages.ADVANTAGES: grpo | drgrpo | rloo | passk
+  eps: float = 1e-6  # std floor of grpo (and passk)
+  std_ddof: int = 0  # 0 = population std; 1 = unbiased (verl and TRL)
+  transform: str = "none"  # none | hicra: A + α|A| on planning tokens | entropy: A + min(α·H, |A|/κ)
   hicra_alpha: float = 0.2  # HICRA α (0 = identity)
+  pass_k: int = 4  # k of the passk estimator (1 <= k <= rl.group_size)
+  entropy_alpha: float = 0.4  # α of the entropy transform A + min(α·H, |A|/κ)
+  entropy_kappa: float = 2.0  # κ of the entropy transform (> 1 keeps the sign of A)
 
   def __post_init__(self):
+    if self.pass_k < 1:
+      raise ConfigError(f"advantage.pass_k must be >= 1, got {self.pass_k}")
+    if not (self.entropy_alpha >= 0 and self.entropy_kappa > 0):
+      raise ConfigError(f"advantage.entropy_alpha must be >= 0 and advantage.entropy_kappa > 0, got "
+                        f"{self.entropy_alpha}, {self.entropy_kappa}")
     if not self.eps >= 0:
       raise ConfigError(f"advantage.eps must be >= 0, got {self.eps}")
     if self.std_ddof not in (0, 1):
@@ -149,7 +157,7 @@ class AdvantageConfig:
 
 @dataclasses.dataclass(frozen=True)
 class LossConfig:
-  name: str = "clipped"  # clipped | vanilla
+  name: str = "clipped"  # clipped | vanilla | clip_cov | kl_cov
   aggregation: str = "token-mean"  # token-mean | seq-mean-token-mean | seq-mean-token-sum-norm
   eps_low: float = 0.2  # lower clip range
   eps_high: float = 0.2  # upper clip range (clip-higher: 0.28 DAPO, 0.4 ProRL)
@@ -157,8 +165,19 @@ class LossConfig:
   kl_coef: float = 0.0  # β of the KL-to-reference loss term
   kl_estimator: str = "k3"  # k1 | k2 | k3
   entropy_coef: float = 0.0  # entropy bonus coefficient
+  cov_ratio: float = 2e-4  # clip_cov/kl_cov: fraction of response tokens acted on (at least 1 per minibatch)
+  clip_cov_lb: float = 1.0  # clip_cov: lower bound of the covariance band whose tokens may be detached
+  clip_cov_ub: float = 5.0  # clip_cov: upper bound of that band
+  kl_cov_coef: float = 1.0  # kl_cov: β of |log π_θ − log π_old| on the top-covariance tokens
 
   def __post_init__(self):
+    if not 0 < self.cov_ratio <= 1:
+      raise ConfigError(f"loss.cov_ratio must be in (0, 1], got {self.cov_ratio}")
+    if not self.clip_cov_lb < self.clip_cov_ub:
+      raise ConfigError(f"loss.clip_cov_lb must be < loss.clip_cov_ub, got {self.clip_cov_lb}, "
+                        f"{self.clip_cov_ub}")
+    if self.kl_cov_coef < 0:
+      raise ConfigError(f"loss.kl_cov_coef must be >= 0, got {self.kl_cov_coef}")
     if self.dual_clip and self.dual_clip <= 1.0:
       raise ConfigError(f"loss.dual_clip must be > 1 (or 0 = off), got {self.dual_clip}")
     if self.eps_low < 0 or self.eps_high < 0:

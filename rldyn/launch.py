@@ -52,7 +52,13 @@ def validate(cfg: Config, num_devices: int) -> None:
     raise ConfigError(f"pretrain.seq_len={cfg.pretrain.seq_len} exceeds model.max_seq_len="
                       f"{cfg.model.max_seq_len}")
   rewards_lib.REWARDS.get(cfg.reward.name)
+  if cfg.reward.name == "incorrect_label" and cfg.task.name not in rewards_lib.LABELLED_TASKS:
+    raise ConfigError(f"reward.name=incorrect_label needs a task with a wrong-label definition; valid tasks: "
+                      f"{', '.join(rewards_lib.LABELLED_TASKS)}")
   adv_lib.ADVANTAGES.get(cfg.advantage.name)
+  if cfg.advantage.name == "passk" and not 1 <= cfg.advantage.pass_k <= cfg.rl.group_size:
+    raise ConfigError(f"advantage.pass_k={cfg.advantage.pass_k} must be in [1, rl.group_size="
+                      f"{cfg.rl.group_size}]")
   adv_lib.check_group_size(cfg.advantage.name, cfg.rl.group_size)
   adv_lib.TRANSFORMS.get(cfg.advantage.transform)
   losses.POLICY_LOSSES.get(cfg.loss.name)

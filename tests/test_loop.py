@@ -70,8 +70,8 @@ def test_workdir_of_another_config_is_refused(smoke_run, base_dir):
 
 
 @pytest.mark.parametrize("override,match", [
-    (("reward__name", "oracle"), "valid: format, ground_truth, random"),
-    (("advantage__name", "ppo"), "valid: drgrpo, grpo, rloo"),
+    (("reward__name", "oracle"), "valid: format, ground_truth, incorrect_label, majority_vote, random"),
+    (("advantage__name", "ppo"), "valid: drgrpo, grpo, passk, rloo"),
     (("rl__group_size", 1), "group_size must be >= 2"),
     (("rl__prompts_per_step", 3), "mesh's data axis"),
 ])
@@ -123,3 +123,17 @@ def test_online_phase_detector_writes_boundary_event(tmp_path):
   events = [e for e in read_jsonl(str(tmp_path / "events.jsonl")) if e["event"] == "phase_boundary"]
   assert len(events) == 1  # hysteresis: announced once
   assert abs(events[0]["boundary_step"] - tau) <= 0.1 * 300
+
+
+def test_control_arms_run_end_to_end(tmp_path, base_dir):
+  """The new registry entries, wired through credit and the update: a smoke run finishes with finite lines."""
+  c = sharded_smoke_config(base_dir, reward__name="majority_vote", advantage__name="passk",
+                           advantage__pass_k=2, advantage__transform="entropy", loss__name="clip_cov",
+                           rl__steps=2)
+  launch.run(c, str(tmp_path))
+  rows = read_jsonl(os.path.join(tmp_path, "metrics.jsonl"))
+  assert [r["step"] for r in rows] == [0, 1]
+  assert all(math.isfinite(r["loss/pg"]) and math.isfinite(r["grad_norm"]) for r in rows)
+  c = sharded_smoke_config(base_dir, advantage__name="passk", advantage__pass_k=9)
+  with pytest.raises(ValueError, match="pass_k=9 must be in"):
+    launch.run(c, str(tmp_path / "other"))

@@ -4,7 +4,8 @@
    response token.
 2. Token roles from the configured tagger (`roles.tagger`), and the step's planning units (strategic-gram
    groups for the lexicon tagger, the task's planning-token runs otherwise) for semantic entropy.
-3. The role-aware transform (`advantage.transform`: none | hicra) on the broadcast advantages.
+3. The token transform (`advantage.transform`: none | hicra on planning tokens | entropy shaping) on the
+   broadcast advantages.
 The result is the batch `rldyn.rl.step.update_step` consumes, plus the host-side role statistics.
 """
 
@@ -22,7 +23,8 @@ from rldyn.tasks.base import PLANNING, Task
 def group_advantages(cfg: Config, ro: Rollout) -> np.ndarray:
   """adv_B: the configured estimator over each group's rewards."""
   r_pg = ro.rewards_B.reshape(-1, ro.group_size)
-  adv = adv_lib.ADVANTAGES.get(cfg.advantage.name)(r_pg, eps=cfg.advantage.eps, ddof=cfg.advantage.std_ddof)
+  adv = adv_lib.ADVANTAGES.get(cfg.advantage.name)(r_pg, eps=cfg.advantage.eps, ddof=cfg.advantage.std_ddof,
+                                                   **adv_lib.estimator_options(cfg.advantage))
   return np.asarray(adv, np.float32).reshape(-1)
 
 
@@ -55,8 +57,8 @@ def role_stats(cfg: Config, task: Task, tagger, ro: Rollout, roles_BN: np.ndarra
 def update_batch(cfg: Config, ro: Rollout, adv_B: np.ndarray, roles_BN: np.ndarray) -> dict[str, np.ndarray]:
   """The arrays of `rldyn.rl.step.BATCH_KEYS` except ref_logp_BN (computed on device)."""
   resp_mask = ro.mask_BN.astype(np.float32)
-  adv_BN = np.asarray(adv_lib.TRANSFORMS.get(cfg.advantage.transform)(
-      adv_B[:, None] * resp_mask, roles_BN, cfg.advantage.hicra_alpha), np.float32)
+  adv_BN = np.asarray(adv_lib.apply_transform(cfg.advantage, adv_B[:, None] * resp_mask, roles_BN,
+                                              ro.entropy_BN), np.float32)
   return {
       "tokens_BS": np.concatenate([ro.prompt_tokens_BP, ro.tokens_BN], axis=1),
       "mask_BS": np.concatenate([ro.prompt_mask_BP, ro.mask_BN], axis=1),
