@@ -110,7 +110,10 @@ def check_base(cfg: Config, source: Workdir) -> None:
                       "train one with experiments/pretrain.py")
   info = source.base_info()
   mine = dataclasses.asdict(cfg.model)
-  differ = {k: (info["model"].get(k), mine[k]) for k in SHAPE_KEYS if info["model"].get(k) != mine[k]}
+  # A field the base's info.json predates has its default, which is what that base was built with.
+  defaults = {f.name: f.default for f in dataclasses.fields(cfg.model)}
+  theirs = {k: info["model"].get(k, defaults.get(k)) for k in SHAPE_KEYS}
+  differ = {k: (theirs[k], mine[k]) for k in SHAPE_KEYS if theirs[k] != mine[k]}
   if differ:
     raise ConfigError(f"the base model in {source.base_dir} has another shape than this config's model: "
                       f"{differ} (base, config); set model.* to match or train a new base")

@@ -247,3 +247,19 @@ def test_a_finished_run_extends_exactly_and_never_shortens(reference, smoke_base
   _assert_recovered(d, reference)
   with pytest.raises(ConfigError, match="extended, not shortened"):
     launch.run(smoke_config(smoke_base, rl__steps=2, checkpoint__every=2, eval__every=3), d)
+
+
+def test_a_base_from_before_new_model_fields_is_accepted(smoke_base, tmp_path):
+  """info.json written before a model field existed (e.g. qk_norm) means that field's default."""
+  other = str(tmp_path / "old_base")
+  shutil.copytree(smoke_base, other)
+  info_path = os.path.join(other, "base", "info.json")
+  info = json.load(open(info_path))
+  for k in ("qk_norm", "rope_scaling", "rope_hf_freqs"):
+    info["model"].pop(k, None)
+  json.dump(info, open(info_path, "w"))
+  launch.prepare(_config(other), str(tmp_path / "run"))  # no error
+  info["model"]["qk_norm"] = True
+  json.dump(info, open(info_path, "w"))
+  with pytest.raises(ConfigError, match="qk_norm"):
+    launch.prepare(_config(other), str(tmp_path / "run"))
