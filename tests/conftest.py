@@ -28,6 +28,7 @@ def smoke_config(base_workdir: str = "", **overrides):
   c = config_lib.default()
   config_lib.shrink(c)
   c.reward.name = "random"
+  c.pretrain.steps = 20  # the random reward needs no competent base: keep the shared fixture cheap
   c.base_workdir = base_workdir
   for k, v in overrides.items():
     section, key = k.split("__")
