@@ -150,7 +150,8 @@ def test_log_damaged_in_the_middle_heals_without_duplicates(finished_copy, refer
 def _cmd(workdir: str, base: str, steps: int = STEPS) -> list[str]:
   return [sys.executable, "-m", "rldyn.main", "--config=experiments/two_phase.py:smoke",
           f"--workdir={workdir}", f"--config.base_workdir={base}", "--config.reward.name=random",
-          f"--config.rl.steps={steps}", "--config.checkpoint.every=2", "--config.eval.every=3"]
+          f"--config.rl.steps={steps}", "--config.checkpoint.every=2", "--config.eval.every=3",
+          "--config.pretrain.steps=20"]  # as conftest.smoke_config, so CLI and in-process runs share a config
 
 
 def _env():
