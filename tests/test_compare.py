@@ -1,0 +1,130 @@
+"""rldyn.compare on hand-written workdirs: grouping into arms, the t-interval numbers, hostile input."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+from rldyn import compare
+from rldyn import config as config_lib
+
+T_975 = {2: 4.302652729911275, 1: 12.706204736174694}  # Student t quantiles (df -> t_{0.975, df})
+
+
+def _config(seed: int, reward: str) -> dict:
+  c = config_lib.default()
+  c.seed = seed
+  c.reward.name = reward
+  c.base_workdir = f"/bases/{seed}"  # per-seed keys must not split arms
+  return c.to_dict()
+
+
+def _write_run(root, name, seed, reward, evals, train_acc, finished=True, passk=None, phases=None):
+  d = os.path.join(root, name)
+  os.makedirs(d)
+  cfg = _config(seed, reward)
+  cfg["task"]["options"] = [[k, v] for k, v in cfg["task"]["options"].items()]
+  with open(os.path.join(d, "config.json"), "w") as f:
+    json.dump(cfg, f)
+  with open(os.path.join(d, "metrics.jsonl"), "w") as f:
+    for s, a in enumerate(train_acc):
+      f.write(json.dumps({"step": s, "accuracy": a, "entropy/execution": 1.0 - 0.1 * s, "kl/k3": 0.01 * s,
+                          "response_len/mean": 10 + s}) + "\n")
+  with open(os.path.join(d, "eval.jsonl"), "w") as f:
+    for s, (p1, g) in evals.items():
+      f.write(json.dumps({"step": s, "eval/pass@1": p1, "eval/accuracy": g}) + "\n")
+  with open(os.path.join(d, "events.jsonl"), "w") as f:
+    f.write(json.dumps({"event": "run_start", "step": 0, "time": 0}) + "\n")
+    if finished:
+      f.write(json.dumps({"event": "run_end", "step": len(train_acc), "time": 1}) + "\n")
+  if passk:
+    os.makedirs(os.path.join(d, "replay"))
+    with open(os.path.join(d, "replay", "passk.json"), "w") as f:
+      json.dump({"checkpoints": [{"step": s, "k": list(c), "pass_at_k": list(c.values())}
+                                 for s, c in passk.items()]}, f)
+  if phases:
+    with open(os.path.join(d, "phases.json"), "w") as f:
+      json.dump(phases, f)
+  return d
+
+
+def test_t_interval_hand_numbers():
+  e = compare.mean_ci([0.2, 0.3, 0.4])
+  half = T_975[2] * 0.1 / math.sqrt(3)
+  assert e.n == 3 and e.mean == pytest.approx(0.3)
+  assert (e.lo, e.hi) == (pytest.approx(0.3 - half), pytest.approx(0.3 + half))
+  one = compare.mean_ci([0.5, float("nan"), None])
+  assert one.n == 1 and one.mean == 0.5 and math.isnan(one.lo)
+  assert compare.mean_ci([]).n == 0
+  # Welch with equal variances and sizes: df = 2(n-1) = 4; se = sqrt(2 s^2 / n).
+  d = compare.welch_diff([1.0, 2.0, 3.0], [0.0, 1.0, 2.0])
+  half = 2.7764451051977987 * math.sqrt(2 * 1.0 / 3)
+  assert d.mean == pytest.approx(1.0) and d.hi == pytest.approx(1.0 + half)
+
+
+def test_report_groups_seeds_and_aggregates(tmp_path):
+  root = str(tmp_path / "runs")
+  gt = [_write_run(root, f"gt{s}", s, "ground_truth", {0: (0.1, 0.2), 10: (0.1 + dp, 0.3)}, [0.1, 0.5, 0.9],
+                   passk={0: {1: 0.1, 4: 0.4}, 10: {1: 0.3 + dp, 4: 0.5}},
+                   phases={"detected": True, "boundary_step": 5, "ci": [4, 6]})
+        for s, dp in enumerate((0.2, 0.3, 0.4))]
+  rnd = [_write_run(root, f"rnd{s}", s, "random", {0: (0.1, 0.2), 10: (0.1 + dp, 0.2)}, [0.1, 0.1, 0.1])
+         for s, dp in enumerate((0.0, 0.1))]
+  partial = _write_run(root, "rnd_partial", 7, "random", {0: (0.1, 0.2)}, [0.1], finished=False)
+  missing = str(tmp_path / "nope")
+  empty = str(tmp_path / "empty")
+  os.makedirs(empty)
+  out = str(tmp_path / "report")
+  res = compare.compare(gt + rnd + [partial, missing, empty], out)
+
+  assert set(res["arms"]) == {"reward.name=ground_truth", "reward.name=random"}
+  g = res["arms"]["reward.name=ground_truth"]["summary"]
+  half = T_975[2] * 0.1 / math.sqrt(3)
+  assert g["Δ pass@1"]["n"] == 3 and g["Δ pass@1"]["mean"] == pytest.approx(0.3)
+  assert g["Δ pass@1"]["hi"] == pytest.approx(0.3 + half)
+  assert g["base pass@1"]["mean"] == pytest.approx(0.1) and g["base pass@1"]["lo"] == pytest.approx(0.1)
+  assert g["Δ greedy"]["mean"] == pytest.approx(0.1)
+  # final training accuracy: each seed's mean over its last 5 (here all 3) steps = 0.5
+  assert g["final accuracy"]["mean"] == pytest.approx(0.5)
+  assert g["final pass@4 (replay)"]["mean"] == pytest.approx(0.5)
+  r = res["arms"]["reward.name=random"]["summary"]
+  # random arm: the partial run counts as far as it got: its only eval is the base, so Δ = 0.
+  assert r["Δ pass@1"]["n"] == 3
+  assert r["Δ pass@1"]["mean"] == pytest.approx((0.0 + 0.1 + 0.0) / 3)
+  diff = res["differences"]["reward.name=random"]["Δ pass@1"]
+  assert diff["mean"] == pytest.approx(0.1 / 3 - 0.3)
+  assert res["arms"]["reward.name=ground_truth"]["phases"] == ["boundary 5 [4, 6]"] * 3
+
+  probs = {(os.path.basename(p["run"]), p["problem"].split(":")[0]) for p in res["problems"]}
+  assert ("nope", "not a directory") in probs
+  assert ("empty", "no config.json") in probs
+  assert ("rnd_partial", "partial") in probs
+
+  md = open(os.path.join(out, "report.md")).read()
+  assert f"0.300 [{0.3 - half:.3f}, {0.3 + half:.3f}]" in md
+  assert "Student-t" in md and "## Problems" in md
+  for png in ("heldout", "train", "entropy", "kl", "length", "passk"):
+    assert os.path.getsize(os.path.join(out, f"{png}.png")) > 1000
+
+
+def test_explicit_arms_and_cli(tmp_path):
+  root = str(tmp_path / "runs")
+  a = _write_run(root, "a", 0, "random", {0: (0.0, 0.0), 5: (0.5, 0.5)}, [0.2])
+  b = _write_run(root, "b", 1, "random", {0: (0.0, 0.0), 5: (0.3, 0.5)}, [0.2])
+  out = str(tmp_path / "rep")
+  proc = subprocess.run([sys.executable, "-m", "rldyn.compare", f"--arm=first={a}", f"--arm=second={b}",
+                         f"--out={out}", "--noplots"], capture_output=True, text=True, timeout=120,
+                        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  assert proc.returncode == 0, proc.stderr
+  assert "first: 1 run(s), Δ held-out pass@1 +0.500" in proc.stdout
+  res = json.load(open(os.path.join(out, "compare.json")))
+  assert res["arms"]["second"]["summary"]["Δ pass@1"]["mean"] == pytest.approx(0.3)
+  assert res["arms"]["second"]["summary"]["Δ pass@1"]["lo"] is None  # one seed: no interval
+  bad = subprocess.run([sys.executable, "-m", "rldyn.compare", str(tmp_path / "none"), f"--out={out}"],
+                       capture_output=True, text=True, timeout=120)
+  assert bad.returncode == 2 and "no readable run" in bad.stderr
+  with pytest.raises(ValueError, match="NAME=DIR"):
+    compare.parse_arm("justaname")
