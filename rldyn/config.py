@@ -257,6 +257,7 @@ class Config:
   seed: int = 0  # every random stream derives from this, a purpose and the step
   stage: str = "rl"  # pretrain: train the base only | rl: RL (the launcher pretrains a missing base first)
   base_workdir: str = ""  # reuse the base model of another workdir instead of pretraining one
+  checkpoint_dir: str = ""  # a Hugging Face checkpoint directory: the base, model shape and tokenizer
   resume_anyway: bool = False  # continue a workdir whose saved config differs from this one
   task: TaskConfig = TaskConfig()
   model: ModelConfig = ModelConfig(vocab_size=1)  # vocab_size comes from the task's tokenizer

@@ -1,6 +1,7 @@
 """Host-side batching: prompts (left-padded, bucketed widths) and packed supervised sequences.
 
-A model sees `[bos] + encode(prompt) + encode(response) + [eos]`. Prompt batches are left-padded to a
+A model sees `task.prompt_ids(problem) + encode(response) + [eos]` (synthetic tasks:
+`[bos] + encode(prompt)`). Prompt batches are left-padded to a
 width rounded up to a multiple of `PROMPT_BUCKET`, so a run compiles the sampler for a handful of widths
 at most, never per step.
 """
@@ -17,7 +18,9 @@ PROMPT_BUCKET = 16
 
 
 def prompt_ids(task: Task, problem: Problem) -> list[int]:
-  return [task.tokenizer.bos_id] + task.tokenizer.encode(problem.prompt)
+  """What the model sees before the response (`Task.prompt_ids`: [bos] + encode(prompt), or a chat
+  template rendered for a checkpoint's tokenizer)."""
+  return task.prompt_ids(problem)
 
 
 def prompt_batch(task: Task, problems: Sequence[Problem], repeat: int = 1) -> dict[str, np.ndarray]:

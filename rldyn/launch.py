@@ -4,7 +4,11 @@
     run(config_dict, workdir)       # prepare, claim the workdir, pretrain the base if needed, RL
 
 `stage = "pretrain"` trains the base model into WORKDIR/base. `stage = "rl"` runs the RL loop on the base
-in WORKDIR/base, or on `base_workdir`'s, or (neither existing) on one this launcher pretrains first.
+in WORKDIR/base, or on `base_workdir`'s, or on the Hugging Face checkpoint in `checkpoint_dir` (imported
+once into WORKDIR/base, its info.json naming the directory), or (none given) on one this launcher
+pretrains first. With `checkpoint_dir` the model shape comes from the checkpoint's config.json (a shape
+field set by hand to another value is refused; dtypes and the attention kernel stay the config's) and
+the task's tokenizer is the checkpoint's (text tasks: `task.options.tokenizer_dir` is filled with it).
 Everything that can be checked without compiling is checked in `prepare`, before anything is written: a
 rejected launch leaves the workdir as it was (a ConfigError names the problem and the valid choices).
 """
@@ -14,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import time
 
 import jax
 
@@ -25,18 +30,25 @@ from rldyn import pretrain
 from rldyn import roles as roles_lib
 from rldyn import state as state_lib
 from rldyn import summary
+from rldyn.model import hf
 from rldyn.config import Config, ConfigError
 from rldyn.rl import advantages as adv_lib
 from rldyn.rl import loop
 from rldyn.rl import losses
 from rldyn.rl import rewards as rewards_lib
 from rldyn.tasks import make_task
+from rldyn.tasks import TASKS
 from rldyn.tasks.base import Task
 from rldyn.workdir import Workdir
 
 # Model fields that change parameter shapes (dtypes and the attention kernel may differ from the base's).
 SHAPE_KEYS = ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim", "d_ff", "qkv_bias",
               "qk_norm", "tie_embeddings")
+# Model fields a checkpoint's config.json decides (hf.config_from_hf); the others (dtypes, attention kernel,
+# layer scan, remat) stay the config's.
+CHECKPOINT_KEYS = SHAPE_KEYS + ("max_seq_len", "rope_theta", "norm_eps", "rope_scaling", "rope_factor",
+                                "rope_low_freq_factor", "rope_high_freq_factor", "rope_original_max_len",
+                                "rope_hf_freqs")
 
 
 def validate(cfg: Config, num_devices: int) -> None:
@@ -44,6 +56,21 @@ def validate(cfg: Config, num_devices: int) -> None:
 
   (Each section's own ranges are checked by its dataclass when the Config is built.)
   """
+  task_cls = TASKS[cfg.task.name]
+  structural = cfg.roles.tagger == "structural" or (cfg.roles.tagger == "placebo" and
+                                                    cfg.roles.placebo_of == "structural")
+  if structural and not task_cls.has_role_truth:
+    raise ConfigError(f"task {cfg.task.name} has no ground-truth token roles, so roles.tagger=structural (or "
+                      "placebo of it) cannot work; set roles.tagger to lexicon or spans (roles.placebo_of too)")
+  if cfg.checkpoint_dir and cfg.stage == "pretrain":
+    raise ConfigError("stage=pretrain trains a base model, but checkpoint_dir gives one; drop checkpoint_dir or "
+                      "set stage=rl")
+  if cfg.checkpoint_dir and cfg.base_workdir:
+    raise ConfigError(f"checkpoint_dir={cfg.checkpoint_dir!r} and base_workdir={cfg.base_workdir!r} both name a "
+                      "base model; keep one")
+  if "tokenizer_dir" in task_cls.config_cls.__dataclass_fields__ and not cfg.checkpoint_dir:
+    raise ConfigError(f"task {cfg.task.name} runs on a Hugging Face checkpoint (its tokenizer and base "
+                      "model): set checkpoint_dir to the checkpoint's directory")
   longest = cfg.sampling.max_new_tokens + data_lib.PROMPT_BUCKET  # the shortest prompt a batch can have
   if longest > cfg.model.max_seq_len:
     raise ConfigError(f"sampling.max_new_tokens={cfg.sampling.max_new_tokens} plus a prompt does not fit "
@@ -88,19 +115,94 @@ def validate(cfg: Config, num_devices: int) -> None:
 
 
 def make_config(config_dict) -> tuple[Config, Task]:
-  """The typed Config and its task from a ConfigDict (ConfigError on a bad key or value)."""
+  """The typed Config and its task from a ConfigDict (ConfigError on a bad key or value).
+
+  With `checkpoint_dir`, the model section takes the checkpoint's shape and the task its tokenizer.
+  """
   d = config_dict.to_dict() if hasattr(config_dict, "to_dict") else dict(config_dict)
   task_d = dict(d.get("task", {}))
   if "name" not in task_d:
     raise ConfigError("config.task.name is required")
   options = task_d.get("options", {})
   options = options.to_dict() if hasattr(options, "to_dict") else dict(options)
+  checkpoint_dir = d.get("checkpoint_dir") or ""
+  if checkpoint_dir:
+    d["model"] = checkpoint_model(checkpoint_dir, dict(d.get("model") or {}))
+    options = checkpoint_tokenizer(checkpoint_dir, task_d["name"], options)
+    d["task"] = {**task_d, "options": options}
   try:
     task = make_task(task_d["name"], **options)
   except (ValueError, TypeError) as e:
     raise ConfigError(str(e)) from e
   tok = task.tokenizer
-  return config_lib.load(d, vocab_size=tok.vocab_size, pad_id=tok.pad_id, stop_tokens=(tok.eos_id,)), task
+  stops = tuple(getattr(tok, "eos_ids", (tok.eos_id,)))  # a checkpoint's tokenizer may end turns otherwise
+  vocab = d["model"]["vocab_size"] if checkpoint_dir else tok.vocab_size
+  if vocab != tok.vocab_size:
+    raise ConfigError(f"{checkpoint_dir}: config.json vocab_size={vocab} but its tokenizer gives "
+                      f"{tok.vocab_size} ids")
+  if checkpoint_dir:
+    d["model"] = {k: v for k, v in d["model"].items() if k != "vocab_size"}
+  return config_lib.load(d, vocab_size=vocab, pad_id=tok.pad_id, stop_tokens=stops), task
+
+
+def checkpoint_model(checkpoint_dir: str, model: dict) -> dict:
+  """The model section with every field the checkpoint's config.json decides taken from it.
+
+  A field set to neither its default nor the checkpoint's value was set by hand for another model:
+  refused, naming the field. The fields outside CHECKPOINT_KEYS (dtypes, attention kernel, ...) stay the
+  config's.
+  """
+  if not os.path.isdir(checkpoint_dir):
+    raise ConfigError(f"checkpoint_dir={checkpoint_dir!r} is not a directory")
+  for name in ("config.json", "tokenizer.json"):
+    if not os.path.isfile(os.path.join(checkpoint_dir, name)):
+      raise ConfigError(f"checkpoint_dir={checkpoint_dir!r} has no {name} (a Hugging Face checkpoint "
+                        "directory has config.json, model.safetensors[.index.json] and tokenizer.json)")
+  defaults = {f.name: f.default for f in dataclasses.fields(config_lib.Config().model)}
+  mine = {k: model.get(k, defaults[k]) for k in defaults if k != "vocab_size"}
+  try:
+    theirs = dataclasses.asdict(hf.config_from_hf(hf.read_config(checkpoint_dir)))
+  except ValueError as e:
+    raise ConfigError(f"checkpoint_dir={checkpoint_dir!r}: {e}") from e
+  hand = {k: (mine[k], theirs[k]) for k in CHECKPOINT_KEYS
+          if k != "vocab_size" and mine[k] != defaults[k] and mine[k] != theirs[k]}
+  if hand:
+    raise ConfigError(f"model fields set by hand that checkpoint_dir={checkpoint_dir!r} decides: {hand} "
+                      "(config, checkpoint); drop them from the config (the checkpoint's config.json gives "
+                      "the model shape)")
+  return {**mine, **{k: theirs[k] for k in CHECKPOINT_KEYS}}
+
+
+def checkpoint_tokenizer(checkpoint_dir: str, task_name: str, options: dict) -> dict:
+  """The task options with the checkpoint as the tokenizer source (tasks with a `tokenizer_dir` option)."""
+  if task_name not in TASKS:
+    raise ConfigError(f"unknown task {task_name!r}; valid: {sorted(TASKS)}")
+  fields = TASKS[task_name].config_cls.__dataclass_fields__
+  if "tokenizer_dir" not in fields:
+    text = sorted(n for n, c in TASKS.items() if "tokenizer_dir" in c.config_cls.__dataclass_fields__)
+    raise ConfigError(f"checkpoint_dir needs a task that uses the checkpoint's tokenizer; task {task_name} has "
+                      f"its own vocabulary. Valid tasks: {', '.join(text)}")
+  given = options.get("tokenizer_dir") or ""
+  if given and os.path.abspath(given) != os.path.abspath(checkpoint_dir):
+    raise ConfigError(f"task.options.tokenizer_dir={given!r} differs from checkpoint_dir={checkpoint_dir!r}; "
+                      "leave tokenizer_dir empty (the launcher fills it from checkpoint_dir)")
+  return {**options, "tokenizer_dir": checkpoint_dir}
+
+
+def import_base(cfg: Config, wd: Workdir, mesh) -> dict:
+  """Reads the checkpoint of `checkpoint_dir` onto `mesh` and saves it as this workdir's base model."""
+  t0 = time.time()
+  m = cfg.model
+  model_cfg, params = hf.load(cfg.checkpoint_dir, mesh, param_dtype=m.param_dtype, dtype=m.dtype,
+                              attention=m.attention)
+  if model_cfg != m:
+    raise ConfigError(f"{cfg.checkpoint_dir}: config.json changed since the launch was checked "
+                      f"({differing_keys(dataclasses.asdict(model_cfg), dataclasses.asdict(m))})")
+  info = {"model": dataclasses.asdict(m), "task": cfg.task.name,
+          "checkpoint_dir": os.path.abspath(cfg.checkpoint_dir), "import_s": time.time() - t0}
+  wd.write_base(params, info)
+  wd.event("base_imported", 0, checkpoint_dir=info["checkpoint_dir"], import_s=info["import_s"])
+  return info
 
 
 def check_base(cfg: Config, source: Workdir) -> None:
@@ -216,6 +318,10 @@ def _prepare(config_dict, workdir: str) -> tuple[Config, Task, object, Workdir]:
       check_base(cfg, wd)
     check_workdir(cfg, wd)
     check_checkpoints(cfg, wd)
+    fixed = task.fixed_heldout()
+    if fixed is not None and cfg.task.eval_size > len(fixed):
+      raise ConfigError(f"task.eval_size={cfg.task.eval_size} but the task has {len(fixed)} held-out "
+                        "problems; lower task.eval_size")
   if cfg.task.data_dir:
     try:
       Workdir(cfg.task.data_dir).check_writable()
@@ -245,6 +351,8 @@ def run(config_dict, workdir: str) -> dict:
       wd.event("run_extended", 0, from_steps=saved["rl"]["steps"], to_steps=cfg.rl.steps)
     if not wd.has_base() and cfg.base_workdir:
       wd.point_base_to(Workdir(cfg.base_workdir))
+    elif not wd.has_base() and cfg.checkpoint_dir:
+      import_base(cfg, wd, mesh)
     elif not wd.has_base():
       wd.event("pretrain_start", 0)
       pretrain.run(cfg, wd, task, mesh)

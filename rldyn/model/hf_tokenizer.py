@@ -105,8 +105,13 @@ class HFTokenizer:
 
   def __init__(self, tokenizer: Any, *, special_tokens: Mapping[str, str | None] | None = None,
                extra_eos_ids: Iterable[int] = (), chat_template: str | None = None,
-               add_bos_token: bool | None = None):
+               add_bos_token: bool | None = None, model_vocab_size: int | None = None):
     self.tokenizer = tokenizer
+    size = self.tokenizer_size
+    if model_vocab_size is not None and model_vocab_size < size:
+      raise ValueError(f"the model's vocabulary (config.json vocab_size={model_vocab_size}) is smaller "
+                       f"than the tokenizer's ({size} ids in tokenizer.json): they do not belong together")
+    self._model_vocab_size = model_vocab_size
     special_tokens = dict(special_tokens or {})
     bad = sorted(set(special_tokens) - set(_ROLES))
     if bad:
@@ -123,7 +128,6 @@ class HFTokenizer:
     if not eos:
       raise ValueError("the tokenizer has no EOS token: set eos_token in tokenizer_config.json or "
                        "eos_token_id in generation_config.json")
-    size = self.vocab_size
     if any(not 0 <= i < size for i in eos):
       raise ValueError(f"EOS ids {eos} outside the vocabulary [0, {size})")
     self.eos_ids = tuple(dict.fromkeys(int(i) for i in eos))  # in order, deduplicated
@@ -144,16 +148,27 @@ class HFTokenizer:
     specials = {r: _content(tok_cfg.get(f"{r}_token", specials_map.get(f"{r}_token"))) for r in _ROLES}
     extra = (_ids(_read_json(os.path.join(directory, "generation_config.json")).get("eos_token_id"))
              + _ids(_read_json(os.path.join(directory, "config.json")).get("eos_token_id")))
+    model_vocab = _read_json(os.path.join(directory, "config.json")).get("vocab_size")
     return cls(tokenizers.Tokenizer.from_file(path), special_tokens=specials, extra_eos_ids=extra,
                chat_template=_chat_template(directory, tok_cfg),
-               add_bos_token=tok_cfg.get("add_bos_token"))
+               add_bos_token=tok_cfg.get("add_bos_token"),
+               model_vocab_size=None if model_vocab is None else int(model_vocab))
 
   # ---- vocabulary ----
 
   @property
-  def vocab_size(self) -> int:
-    """Ids the tokenizer can produce (a checkpoint's embedding table may be padded beyond it)."""
+  def tokenizer_size(self) -> int:
+    """Ids the tokenizer can produce."""
     return self.tokenizer.get_vocab_size(with_added_tokens=True)
+
+  @property
+  def vocab_size(self) -> int:
+    """The policy's vocabulary: the checkpoint's embedding rows (config.json `vocab_size`, often padded
+    beyond the tokenizer: Qwen2.5 151936 vs 151665) when the directory has a config.json, else the
+    tokenizer's size. A model can sample an id past the tokenizer's; `decode` drops it."""
+    if self._model_vocab_size is not None:
+      return self._model_vocab_size
+    return self.tokenizer_size
 
   @property
   def eos_id(self) -> int:
@@ -178,7 +193,7 @@ class HFTokenizer:
   def id_to_token(self, token_id: int) -> str:
     token = self.tokenizer.id_to_token(int(token_id))
     if token is None:
-      raise ValueError(f"token id {token_id} out of range [0, {self.vocab_size})")
+      raise ValueError(f"token id {token_id} out of range [0, {self.tokenizer_size})")
     return token
 
   # ---- text ----

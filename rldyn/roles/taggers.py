@@ -155,7 +155,9 @@ class SpanTagger:
 
 
 def _tokenizer_of(task: Any, options: Mapping[str, Any]) -> Any:
-  return options["tokenizer"] if options["tokenizer"] is not None else task.tokenizer
+  tok = options["tokenizer"] if options["tokenizer"] is not None else task.tokenizer
+  # A checkpoint's HFTokenizer (rldyn.model.hf_tokenizer): offsets come from its tokenizers.Tokenizer.
+  return tok.tokenizer if hasattr(tok, "stop_cut") and hasattr(tok, "tokenizer") else tok
 
 
 @TAGGERS.register("structural")

@@ -13,6 +13,8 @@ The model sees `[bos] + encode(prompt) + encode(response) + [eos]`.
 Real math data: `mathdata.load_problems(path)` reads GSM8K/MATH JSONL and
 verl parquet into Problems, and `verify_math(response, reference)` decides
 whether a response's final answer is the reference's (`math_grader`).
+`textmath` runs them as a task on a Hugging Face checkpoint's tokenizer
+(prompts through its chat template, text stop strings; `textmath.py`).
 """
 
 from typing import Any
@@ -29,12 +31,15 @@ from rldyn.tasks.base import Task
 from rldyn.tasks.countdown import CountdownConfig
 from rldyn.tasks.countdown import CountdownTask
 from rldyn.tasks.math_grader import verify_math
+from rldyn.tasks.textmath import TextMathConfig
+from rldyn.tasks.textmath import TextMathTask
 from rldyn.tasks.tokenizer import TOKENIZER
 from rldyn.tasks.tokenizer import Tokenizer
 
 TASKS: dict[str, type[Task]] = {
     CountdownTask.name: CountdownTask,
     ArithmeticTask.name: ArithmeticTask,
+    TextMathTask.name: TextMathTask,
 }
 
 

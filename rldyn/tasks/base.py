@@ -62,6 +62,9 @@ class Task(abc.ABC):
   # The config fields that shape problems (the rest shape traces only); eval
   # sets are keyed by these alone, so studies varying trace knobs share them.
   problem_keys: ClassVar[tuple[str, ...]]
+  # Whether `token_roles` is ground truth (synthetic traces) or only a text
+  # tagger's guess (real data): the `structural` tagger needs ground truth.
+  has_role_truth: ClassVar[bool] = True
 
   def __init__(self, config: Any = None,
                tokenizer: tokenizer_lib.Tokenizer = tokenizer_lib.TOKENIZER):
@@ -105,6 +108,25 @@ class Task(abc.ABC):
     Works on any id sequence (malformed model output included); the result
     has the same length as `ids`.
     """
+
+  def prompt_ids(self, problem: Problem) -> list[int]:
+    """The token ids a model sees before its response: [bos] + encode(prompt)."""
+    return [self.tokenizer.bos_id] + self.tokenizer.encode(problem.prompt)
+
+  def truncate_responses(self, tokens_BN: np.ndarray,
+                         mask_BN: np.ndarray) -> np.ndarray:
+    """mask_BN of sampled responses cut where the task stops them.
+
+    The sampler stops rows at stop tokens; a task with text stop strings
+    clears the mask after the token that completes the first one (that token
+    kept). Default: the mask unchanged.
+    """
+    del tokens_BN
+    return mask_BN
+
+  def fixed_heldout(self) -> list[Problem] | None:
+    """The held-out problems when they come from a file (None: generated)."""
+    return None
 
   def problem_config(self) -> dict[str, Any]:
     """The config fields in `problem_keys`, as a dict."""

@@ -12,6 +12,10 @@ Problems come from the held-out split (`base.is_heldout`: a uid-hash bucket
 that `Task.sample_problem` never returns for training), drawn with a seed
 domain of their own, deduplicated by uid and kept in generation order.
 
+A task whose held-out problems come from a file (`Task.fixed_heldout`, e.g.
+`textmath`) needs no TFDS set: `load_eval_set` takes `size` of them, chosen
+by the seed and kept in file order.
+
 Also here: GSM8K-style JSONL from a local path (`load_jsonl`) and a numeric
 verifier for natural-text answers (`verify_numeric`).
 """
@@ -153,6 +157,9 @@ def eval_set_builder(task: base.Task, size: int, seed: int = 0,
 def load_eval_set(task: base.Task, size: int, seed: int = 0,
                   data_dir: str | None = None) -> list[base.Problem]:
   """A fixed held-out eval set, built under `data_dir` on first use."""
+  fixed = task.fixed_heldout()
+  if fixed is not None:
+    return select_heldout(fixed, size, seed)
   builder = eval_set_builder(task, size, seed, data_dir)
   with _quiet():
     builder.download_and_prepare()
@@ -161,6 +168,17 @@ def load_eval_set(task: base.Task, size: int, seed: int = 0,
                    key=lambda r: int(r["index"]))
   fields = [f.name for f in dataclasses.fields(base.Problem)]
   return [base.Problem(**{f: _text(r[f]) for f in fields}) for r in records]
+
+
+def select_heldout(problems: list[base.Problem], size: int,
+                   seed: int = 0) -> list[base.Problem]:
+  """`size` of a file's held-out problems, drawn by `seed`, in file order."""
+  if size > len(problems):
+    raise ValueError(f"task.eval_size={size} but the held-out file has only "
+                     f"{len(problems)} problems; lower task.eval_size")
+  rng = np.random.default_rng([_EVAL_SEED_DOMAIN, seed])
+  keep = np.sort(rng.choice(len(problems), size, replace=False))
+  return [problems[k] for k in keep]
 
 
 def _text(value: Any) -> str:
