@@ -135,7 +135,7 @@ def test_missing_planning_detects_on_execution_and_says_so():
   recs, tau = make_log(400, shape="linear", noise=0.1, planning=False, seed=4)
   r = detect(recs)
   assert r.detected and abs(r.boundary_step - tau) <= 0.05 * 400
-  assert r.signals[_PLAN].missing
+  assert r.signals["strategy/entropy"].missing  # neither the default planning signal nor its fallback
   assert "no planning signal" in r.reason
 
 
@@ -354,3 +354,24 @@ def test_accuracy_role_and_step_from_line_order(tmp_path):
   p.write_text("".join(json.dumps(m) + "\n" for _, m in recs))
   log = phases.read_metrics(str(p), names=[_EXEC])
   assert log.step_from_index and [s for s, _ in log.records[:3]] == [0, 1, 2]
+
+
+def test_planning_signal_is_strategy_entropy_with_a_fallback_for_old_logs():
+  """The default planning signal is strategy/entropy; a log without it is read through
+  semantic_entropy/planning (same fit, keyed by the name read, with a note); the online detector too."""
+  recs, tau = make_log(300, shape="linear", noise=0.1, seed=2)
+  old = detect(recs)  # make_log writes semantic_entropy/planning only
+  assert old.detected and "strategy/entropy" not in old.signals
+  assert "read in place of strategy/entropy" in old.signals[_PLAN].note
+  new_recs = [(s, {**{k: v for k, v in m.items() if k != _PLAN}, "strategy/entropy": m[_PLAN]})
+              for s, m in recs]
+  new = detect(new_recs)
+  assert new.signals["strategy/entropy"].note == "" and _PLAN not in new.signals
+  assert new.boundary_step == old.boundary_step and new.ci == old.ci
+  # Both present: the new signal is read, the old one ignored (even when it says something else).
+  both = detect([(s, {**m, _PLAN: 1.0 + 0.001 * s}) for s, m in new_recs])
+  assert both.boundary_step == new.boundary_step and _PLAN not in both.signals
+  online = phases.OnlinePhaseDetector(refit_every=50)
+  for s, m in recs:
+    online.update(s, m)
+  assert online.last_result is not None and _PLAN in online.last_result.signals

@@ -27,20 +27,26 @@ class SignalSpec:
 
   Roles: `execution` falls then flattens; `planning` is flat or dips, then
   rises; `accuracy` enters the joint fit and must not fall before tau;
-  `context` is fitted at tau for the report only.
+  `context` is fitted at tau for the report only. `fallback` names metrics
+  read instead, in order, when the log has no usable `name` (logs written
+  before `name` existed); the fit is then reported under the name read.
   """
   name: str
   role: str
+  fallback: tuple[str, ...] = ()
 
   def __post_init__(self):
     if self.role not in model.ROLES:
       raise ValueError(f"role {self.role!r} of {self.name!r} not in {model.ROLES}")
 
 
+# The planning signal is the per-prompt strategy entropy (rldyn/metrics/strategy.py), which does not
+# move with batch size or response length; logs without it fall back to the pooled
+# `semantic_entropy/planning` (docs/phases.md, "The signals").
 DEFAULT_SIGNALS = (
     SignalSpec("entropy/execution", EXECUTION),
     SignalSpec("ppl/execution_rel", EXECUTION),
-    SignalSpec("semantic_entropy/planning", PLANNING),
+    SignalSpec("strategy/entropy", PLANNING, fallback=("semantic_entropy/planning",)),
     SignalSpec("accuracy", CONTEXT),
 )
 
@@ -91,6 +97,13 @@ class PhaseConfig:
       raise ValueError("need min_segment_points >= 3 and min_points >= 2 * min_segment_points")
     if self.coarse_grid < 5 or self.fine_grid < 3:
       raise ValueError("coarse_grid >= 5 and fine_grid >= 3 required")
+
+  def read_names(self) -> list[str]:
+    """Every metric the detector reads: each signal's name, then its fallbacks."""
+    out = []
+    for s in self.signals:
+      out += [n for n in (s.name, *s.fallback) if n not in out]
+    return out
 
 
 @dataclasses.dataclass
@@ -230,7 +243,7 @@ def records_to_series(records: Iterable[tuple[int, Mapping[str, Any]]],
 def detect(records: Iterable[tuple[int, Mapping[str, Any]]],
            config: PhaseConfig = PhaseConfig()) -> PhaseResult:
   """Detector on `(step, {name: value})` records (any trainer, any order)."""
-  return fit_phases(records_to_series(records, [s.name for s in config.signals]), config)
+  return fit_phases(records_to_series(records, config.read_names()), config)
 
 
 def _lr_critical(level: float, dof: float) -> float:
@@ -290,8 +303,32 @@ class _Profiles:
     return g, (lo, hi), inside, float(thresh), prof_G
 
 
+def _usable(series: Series, name: str) -> bool:
+  vals = np.asarray(series.get(name, (np.zeros(0), np.zeros(0)))[1], np.float64)
+  return bool(np.isfinite(vals).any())
+
+
+def _resolve_fallbacks(series: Series, config: PhaseConfig) -> tuple[PhaseConfig, dict[str, str]]:
+  """The config with each signal the series lacks replaced by its first usable fallback, and
+  {name read: signal it stands in for}."""
+  taken = {s.name for s in config.signals}
+  specs, used = [], {}
+  for spec in config.signals:
+    if spec.fallback and not _usable(series, spec.name):
+      alt = next((f for f in spec.fallback if f not in taken and _usable(series, f)), None)
+      if alt is not None:
+        specs.append(SignalSpec(alt, spec.role))
+        used[alt] = spec.name
+        continue
+    specs.append(spec)
+  return dataclasses.replace(config, signals=tuple(specs)), used
+
+
 def fit_phases(series: Series, config: PhaseConfig = PhaseConfig()) -> PhaseResult:
   """Fits one- and two-regime models and decides whether the two-phase arc happened.
+
+  A signal absent from `series` is read from its first usable fallback (SignalSpec.fallback); the
+  fit is keyed by the name read and its note says what it stands in for.
 
   Args:
     series: metric name -> (steps, values); non-finite values are dropped,
@@ -301,6 +338,17 @@ def fit_phases(series: Series, config: PhaseConfig = PhaseConfig()) -> PhaseResu
   Returns:
     A PhaseResult; never raises on bad or short data (it says why instead).
   """
+  config, used = _resolve_fallbacks(series, config)
+  result = _fit_phases(series, config)
+  for alt, name in used.items():
+    fit = result.signals[alt]
+    fit.note = (fit.note + "; " if fit.note else "") + (
+        f"read in place of {name}, which the log does not have (a log from before it existed)")
+  return result
+
+
+def _fit_phases(series: Series, config: PhaseConfig) -> PhaseResult:
+  """fit_phases after fallbacks are resolved."""
   fits: dict[str, SignalFit] = {}
   raw: dict[str, tuple[np.ndarray, np.ndarray]] = {}
   constant: dict[str, float] = {}

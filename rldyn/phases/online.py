@@ -44,7 +44,7 @@ class OnlinePhaseDetector:
     self.refit_every = refit_every
     self.patience = patience
     self.release_confidence = release_confidence
-    self._names = [s.name for s in self.config.signals]
+    self._names = self.config.read_names()
     self._steps: dict[str, list[float]] = {n: [] for n in self._names}
     self._values: dict[str, list[float]] = {n: [] for n in self._names}
     self._since_fit = 0

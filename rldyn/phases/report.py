@@ -44,7 +44,7 @@ def analyse(metrics_path: str, out_dir: str, *, keys: Mapping[str, str] | None =
   Returns:
     The result and the log as read.
   """
-  log = io.read_metrics(metrics_path, keys=keys, names=[s.name for s in config.signals],
+  log = io.read_metrics(metrics_path, keys=keys, names=config.read_names(),
                         format=format)
   result = detect(log.records, config)
   wanted = [s.name for s in config.signals if s.role in FIT_ROLES]
