@@ -78,6 +78,7 @@ class OptimConfig:
   b1: float = 0.9  # Adam beta1
   b2: float = 0.95  # Adam beta2
   grad_clip: float = 1.0  # global-norm clip
+  fp32_master: bool = False  # keep float32 master weights and Adam moments for bf16 params (rldyn.optim)
 
   def __post_init__(self):
     if self.decay not in ("cosine", "constant"):
@@ -112,11 +113,12 @@ class RLConfig:
   prompts_per_step: int = 16  # prompts per rollout batch
   group_size: int = 8  # responses per prompt (GRPO group)
   updates_per_batch: int = 2  # minibatches per rollout batch, one optimizer update each
+  micro_batches: int = 1  # gradient-accumulation micro-batches per minibatch (same update, less memory)
   optim: OptimConfig = OptimConfig(lr=1e-4, warmup_steps=0, decay="constant", weight_decay=0.0,
                                    b2=0.999)  # AdamW, constant lr
 
   def __post_init__(self):
-    for k in ("steps", "prompts_per_step", "group_size", "updates_per_batch"):
+    for k in ("steps", "prompts_per_step", "group_size", "updates_per_batch", "micro_batches"):
       if getattr(self, k) <= 0:
         raise ConfigError(f"rl.{k} must be positive, got {getattr(self, k)}")
 
@@ -169,6 +171,8 @@ class LossConfig:
   clip_cov_lb: float = 1.0  # clip_cov: lower bound of the covariance band whose tokens may be detached
   clip_cov_ub: float = 5.0  # clip_cov: upper bound of that band
   kl_cov_coef: float = 1.0  # kl_cov: β of |log π_θ − log π_old| on the top-covariance tokens
+  logit_chunk: int = 0  # response positions per float32 log-prob/entropy chunk (0 = auto: ≤ 2^27 logits)
+  kl_metrics: bool = True  # log kl/k1, kl/k3 (+ per role); False with kl_coef = 0 skips the reference forward
 
   def __post_init__(self):
     if not 0 < self.cov_ratio <= 1:
@@ -176,6 +180,8 @@ class LossConfig:
     if not self.clip_cov_lb < self.clip_cov_ub:
       raise ConfigError(f"loss.clip_cov_lb must be < loss.clip_cov_ub, got {self.clip_cov_lb}, "
                         f"{self.clip_cov_ub}")
+    if self.logit_chunk < 0:
+      raise ConfigError(f"loss.logit_chunk must be >= 0 (0 = auto), got {self.logit_chunk}")
     if self.kl_cov_coef < 0:
       raise ConfigError(f"loss.kl_cov_coef must be >= 0, got {self.kl_cov_coef}")
     if self.dual_clip and self.dual_clip <= 1.0:

@@ -178,13 +178,15 @@ def model_config(spec: str, param_dtype: str, dtype: str, attention: str) -> Mod
 def load_config(config_dict, model: str = "") -> Config:
   """The typed Config, with the shape of `model` (a preset or checkpoint directory; "" keeps the config's).
 
-  The config's model.param_dtype, model.dtype and model.attention apply to the swapped-in shape.
+  The config's model.param_dtype, model.dtype, model.attention, model.scan_layers and model.remat apply
+  to the swapped-in shape.
   """
   d = config_dict.to_dict() if hasattr(config_dict, "to_dict") else json.loads(json.dumps(config_dict))
   if not model:
     return launch.make_config(d)[0]
   mine = d["model"]
   shape = model_config(model, mine["param_dtype"], mine["dtype"], mine["attention"])
+  shape = dataclasses.replace(shape, scan_layers=mine["scan_layers"], remat=mine["remat"])
   mine.update({k: v for k, v in dataclasses.asdict(shape).items() if k in mine})
   cfg, _ = launch.make_config(d)
   return dataclasses.replace(cfg, model=shape)
@@ -205,11 +207,11 @@ def _sds(shape, dtype, sharding) -> jax.ShapeDtypeStruct:
 def check_batch(cfg: Config, mesh) -> None:
   """The batch must split into minibatches whose rows divide over the data-parallel devices."""
   dp = parallel.data_parallel_size(mesh)
-  b, u = cfg.rl.prompts_per_step * cfg.rl.group_size, cfg.rl.updates_per_batch
+  b, u = cfg.rl.prompts_per_step * cfg.rl.group_size, cfg.rl.updates_per_batch * cfg.rl.micro_batches
   if b % u or (b // u) % dp:
-    raise ConfigError(f"rl.prompts_per_step * rl.group_size = {b} rows in rl.updates_per_batch = {u} "
-                      f"minibatches must give minibatches that the {dp} data-parallel devices (mesh.data * "
-                      "mesh.fsdp) divide")
+    raise ConfigError(f"rl.prompts_per_step * rl.group_size = {b} rows in rl.updates_per_batch x "
+                      f"rl.micro_batches = {u} micro-batches must give micro-batches that the {dp} "
+                      "data-parallel devices (mesh.data * mesh.fsdp) divide")
 
 
 def _flops(compiled) -> float:
@@ -290,13 +292,14 @@ def plan(cfg: Config, devices, prompt_len: int, programs=PROGRAMS) -> dict:
   if "update" in programs:
     dtypes = {"tokens_BS": jnp.int32, "mask_BS": jnp.bool_, "roles_BN": jnp.int32}
     batch = {k: _sds((b, s if k.endswith("_BS") else n), dtypes.get(k, jnp.float32), rows(2))
-             for k in step_lib.BATCH_KEYS}
+             for k in step_lib.batch_keys(cfg.loss)}
     fn = step_lib.make_update_step(cfg.model, cfg.loss, make_optimizer(cfg.rl.optim, cfg.rl.steps),
-                                   cfg.sampling.temperature, u, n, mesh, st)
+                                   cfg.sampling.temperature, u, n, mesh, st,
+                                   micro_batches=cfg.rl.micro_batches)
     out["update"] = compile_stats(fn.lower(st, ref, batch), total_resident, device_bytes(batch), u)
-  if "ref" in programs:
+  if "ref" in programs and step_lib.needs_reference(cfg.loss):  # else the loop skips the reference forward
     tokens, mask = _sds((b, s), jnp.int32, rows(2)), _sds((b, s), jnp.bool_, rows(2))
-    fn = step_lib.make_ref_logprobs(cfg.model, cfg.sampling.temperature, n, mesh, ref)
+    fn = step_lib.make_ref_logprobs(cfg.model, cfg.sampling.temperature, n, mesh, ref, cfg.loss.logit_chunk)
     out["ref"] = compile_stats(fn.lower(ref, tokens, mask), total_resident, device_bytes((tokens, mask)), 1)
   if "sampler" in programs:
     prompt, mask = _sds((b, p), jnp.int32, rows(2)), _sds((b, p), jnp.bool_, rows(2))

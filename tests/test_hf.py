@@ -350,3 +350,26 @@ def test_real_model_configs(config, n):
   for k, v in config.items():
     if k not in ("sliding_window",):
       assert back[k] == v, k
+
+
+@pytest.mark.parametrize("kind", ("qwen2", "qwen3"))
+def test_scan_layers_load_and_export(tmp_path, kind, loaded):
+  """load(scan_layers=True) reads straight into the stacked layout (sharded, the same numbers as
+  stack_layers of the per-layer load), and saving it writes the same checkpoint tensors back."""
+  cfg, params = loaded[kind]
+  mesh = parallel.make_mesh(parallel.MeshConfig(data=2, fsdp=2, tensor=2))
+  scfg, sparams = hf.load(fixture(kind), mesh, scan_layers=True, remat="full")
+  assert scfg.scan_layers and scfg.remat == "full" and not cfg.scan_layers
+  q = sparams["layers"]["self_attn"]["q_proj"]["kernel"]  # [L=2, E=32, H=4, D=16]
+  assert q.shape[0] == cfg.n_layers and tuple(q.sharding.spec) == (None, "fsdp", "tensor", None)
+  jax.tree.map(np.testing.assert_array_equal, sparams, M.stack_layers(params))
+  jax.tree.map(np.testing.assert_array_equal, M.unstack_layers(sparams), params)
+  ref = np.load(os.path.join(fixture(kind), "reference.npz"))
+  np.testing.assert_allclose(forward(scfg, sparams, ref["tokens"], ref["mask"])[ref["mask"]],
+                             ref["logits"][ref["mask"]], atol=1e-4)
+  out = str(tmp_path / "out")
+  hf.save(out, scfg, sparams)
+  want, got = _tensors(fixture(kind)), _tensors(out)
+  assert sorted(got) == sorted(want)
+  for name in want:
+    np.testing.assert_array_equal(got[name], want[name], err_msg=name)

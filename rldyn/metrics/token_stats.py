@@ -39,6 +39,12 @@ def role_means(prefix: str, x_BN: Any, mask_BN: Any, roles_BN: Any, xp: Any = np
   return out
 
 
+def role_sums(name: str, x_BN: Any, mask_BN: Any, roles_BN: Any) -> dict[str, Any]:
+  """{name_<role>: Σ x·m over that role's tokens}: numerators that add across minibatches exactly (the
+  update step divides them by the role's token count, e.g. kl/k1/planning = Σ k1·w / max(Σ w, 1))."""
+  return {f"{name}_{role}": (x_BN * w).sum() for role, w in role_weights(mask_BN, roles_BN).items()}
+
+
 def role_fractions(mask_BN: Any, roles_BN: Any, xp: Any = np) -> dict[str, Any]:
   """{tokens/<role>_frac: share of response tokens with that role}."""
   total = xp.maximum(mask_BN.sum(), 1.0)

@@ -3,6 +3,12 @@
     params = init_params(cfg, key)                     # {"embed_tokens": {"embedding": ...}, "layers": {...}}
     logits_BTV, cache = apply(cfg, params, tokens_BT, positions_BT, mask_BTS, cache, index)
     axes = logical_axes(cfg)                           # same tree, leaves = PartitionSpec of logical names
+    x_BTE, cache = apply_hidden(cfg, params, tokens_BT, positions_BT, mask_BTS)  # final-normed, float32
+    logits_BCV = head_logits(cfg, params, x_BTE[:, -C:])  # the float32 output projection of some positions
+
+With `cfg.scan_layers` the layer parameters are stacked ([L, ...] leaves under `layers/`, no layer
+number in the path); `stack_layers(params)` / `unstack_layers(params)` convert between the layouts
+(the numbers are the same model).
 
 Hugging Face checkpoints (Llama, Qwen2, Qwen3) load into and save from these trees with
 `rldyn.model.hf` (`cfg, params = hf.load(directory)`), and their tokenizer with `hf.load_tokenizer`.
@@ -20,10 +26,11 @@ import jax.numpy as jnp
 from flax import nnx
 from jax.sharding import PartitionSpec
 
-from rldyn.model.decoder import Decoder, KVCache, ModelConfig
+from rldyn.model.decoder import REMAT_POLICIES, Decoder, KVCache, ModelConfig, output_logits
 
-__all__ = ["Decoder", "KVCache", "ModelConfig", "init_params", "abstract_params", "logical_axes",
-           "apply", "causal_mask", "positions_from_mask", "segment_mask", "segment_positions"]
+__all__ = ["Decoder", "KVCache", "ModelConfig", "REMAT_POLICIES", "init_params", "abstract_params",
+           "logical_axes", "apply", "apply_hidden", "head_logits", "stack_layers", "unstack_layers",
+           "causal_mask", "positions_from_mask", "segment_mask", "segment_positions"]
 
 
 @functools.lru_cache(maxsize=None)
@@ -49,17 +56,54 @@ def logical_axes(cfg: ModelConfig) -> dict:
   _, state = _graph(cfg)
   axes = jax.tree.map(lambda v: PartitionSpec(*v.get_metadata()["logical_axes"]), state,
                       is_leaf=lambda v: isinstance(v, nnx.Variable))
-  return nnx.to_pure_dict(axes)
+  axes = nnx.to_pure_dict(axes)
+  if cfg.scan_layers:  # the stacked [L] axis is never sharded
+    axes["layers"] = jax.tree.map(lambda p: PartitionSpec(None, *p), axes["layers"],
+                                  is_leaf=lambda p: isinstance(p, PartitionSpec))
+  return axes
+
+
+def _model(cfg: ModelConfig, params: dict) -> Decoder:
+  graphdef, state = _graph(cfg)
+  state = jax.tree.map(lambda x: x, state)  # a fresh copy to fill; the cached one stays abstract
+  nnx.replace_by_pure_dict(state, params)
+  return nnx.merge(graphdef, state)
 
 
 def apply(cfg: ModelConfig, params: dict, tokens_BT, positions_BT, mask_BTS,
           cache: KVCache | None = None, index=0):
   """Runs the decoder: returns (logits_BTV float32, cache)."""
-  graphdef, state = _graph(cfg)
-  state = jax.tree.map(lambda x: x, state)  # a fresh copy to fill; the cached one stays abstract
-  nnx.replace_by_pure_dict(state, params)
-  model = nnx.merge(graphdef, state)
-  return model(tokens_BT, positions_BT, mask_BTS, cache, index)
+  return _model(cfg, params)(tokens_BT, positions_BT, mask_BTS, cache, index)
+
+
+def apply_hidden(cfg: ModelConfig, params: dict, tokens_BT, positions_BT, mask_BTS,
+                 cache: KVCache | None = None, index=0):
+  """The decoder up to its output projection: (final-normed hidden states x_BTE, float32; cache)."""
+  return _model(cfg, params).hidden(tokens_BT, positions_BT, mask_BTS, cache, index)
+
+
+def head_logits(cfg: ModelConfig, params: dict, x_BTE) -> jax.Array:
+  """float32 logits [..., V] of hidden states from `apply_hidden` (the float32 output projection)."""
+  if cfg.tie_embeddings:
+    return output_logits(x_BTE, params["embed_tokens"]["embedding"], tied=True)
+  return output_logits(x_BTE, params["lm_head"]["kernel"], tied=False)
+
+
+def stack_layers(params: dict) -> dict:
+  """Per-layer params (`layers/0/...`, `layers/1/...`) -> the scan_layers layout (`layers/...` [L, ...]).
+
+  Leaf by leaf; the unstacked tree's arrays can be dropped as soon as this returns.
+  """
+  layers = params["layers"]
+  stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *[layers[str(i)] for i in range(len(layers))])
+  return {**params, "layers": stacked}
+
+
+def unstack_layers(params: dict) -> dict:
+  """The scan_layers layout -> per-layer params (the inverse of `stack_layers`)."""
+  n = len(jax.tree.leaves(params["layers"])[0])
+  return {**params, "layers": {str(i): jax.tree.map(lambda x, i=i: x[i], params["layers"])
+                               for i in range(n)}}
 
 
 def positions_from_mask(mask_BT: jax.Array) -> jax.Array:

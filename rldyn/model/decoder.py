@@ -25,7 +25,22 @@ with the head axes split out):
 
 The forward pass is pure in its inputs: `model(tokens_BT, positions_BT, attn_mask_BTS, cache)` returns
 `(logits_BTV, cache)`; the cache is an explicit pytree (`KVCache`), so a jitted sampler can carry it in
-a `lax.while_loop`. Letters: B batch, T query positions, S key positions (cache slots), E embed, H query
+a `lax.while_loop`. `model.hidden(...)` stops before the output projection (the final-normed float32
+hidden states, for callers that project only some positions, in chunks: `rldyn.rl.step`), and
+`output_logits` is that projection, always in float32 (float32 operands, HIGHEST precision), so logits,
+log-probs and entropies are float32-exact whatever the compute dtype of the layers.
+
+Numerics and memory options (ModelConfig):
+  dtype="auto"        bfloat16 compute on GPU/TPU backends, float32 on CPU (decided in `resolve_dtype`)
+  scan_layers=True    the layers run under one `jax.lax.scan` over stacked parameters: every layer
+                      parameter gets a leading [L] axis and its path loses the layer number
+                      (`layers/self_attn/q_proj/kernel` [L, E, H, D]), and the KV cache is one
+                      [L, B, K, S, D] buffer per k and v; compile time no longer grows with depth.
+                      `rldyn.model.stack_layers` / `unstack_layers` convert parameter trees between the
+                      two layouts; `hf.load(..., scan_layers=True)` reads a checkpoint straight into it.
+  remat               per-layer rematerialisation in the backward pass (`REMAT_POLICIES`): none (keep
+                      every activation) | full (keep only each layer's input) | dots (keep matmul
+                      outputs) | dots_no_batch (keep matmul outputs without batch dims: weights-like) Letters: B batch, T query positions, S key positions (cache slots), E embed, H query
 heads, K kv heads, G = H // K, D head dim, F mlp, V vocab, L layers.
 """
 
@@ -42,6 +57,22 @@ from flax import nnx
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 ROPE_SCALINGS = ("default", "linear", "llama3")
+# model.remat -> the jax.checkpoint policy of each layer (None: no rematerialisation).
+REMAT_POLICIES = {
+    "none": None,
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "dots": jax.checkpoint_policies.checkpoint_dots,
+    "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+ACCELERATORS = ("gpu", "cuda", "rocm", "tpu")
+
+
+def resolve_dtype(name: str):
+  """A dtype name -> jnp dtype; "auto" is bfloat16 when JAX's default backend is a GPU or TPU, else
+  float32. This is the one place the accelerator default for compute is decided."""
+  if name == "auto":
+    return jnp.bfloat16 if jax.default_backend() in ACCELERATORS else jnp.float32
+  return _DTYPES[name]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,8 +100,11 @@ class ModelConfig:
   rope_hf_freqs: bool = False  # RoPE frequencies as Hugging Face computes them, 1/θ^(2i/d) (hf.load sets
   #   it); False: θ^(-2i/d), which rldyn's own models were trained with (1 ulp apart on a few frequencies)
   param_dtype: str = "float32"
-  dtype: str = "float32"  # compute dtype; logits are always float32
+  dtype: str = "float32"  # compute dtype (auto: bfloat16 on GPU/TPU, float32 on CPU); the output
+  #   projection and logits are always float32
   attention: str = "xla"  # xla: einsum attention | cudnn: fused (flash) attention, GPU + bf16 only
+  scan_layers: bool = False  # layers under lax.scan over stacked [L, ...] params (compile time flat in depth)
+  remat: str = "none"  # per-layer rematerialisation in the backward pass: none | full | dots | dots_no_batch
 
   def __post_init__(self):
     for name in ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim", "d_ff",
@@ -82,9 +116,12 @@ class ModelConfig:
                        f"({self.n_kv_heads}) for grouped-query attention")
     if self.attention not in ("xla", "cudnn"):
       raise ValueError(f"model.attention={self.attention!r}; valid: cudnn, xla")
-    for name in ("param_dtype", "dtype"):
-      if getattr(self, name) not in _DTYPES:
-        raise ValueError(f"model.{name}={getattr(self, name)!r}; valid: {sorted(_DTYPES)}")
+    if self.param_dtype not in _DTYPES:
+      raise ValueError(f"model.param_dtype={self.param_dtype!r}; valid: {sorted(_DTYPES)}")
+    if self.dtype not in _DTYPES and self.dtype != "auto":
+      raise ValueError(f"model.dtype={self.dtype!r}; valid: {sorted(_DTYPES) + ['auto']}")
+    if self.remat not in REMAT_POLICIES:
+      raise ValueError(f"model.remat={self.remat!r}; valid: {', '.join(REMAT_POLICIES)}")
     if self.head_dim % 2:
       raise ValueError(f"model.head_dim must be even for RoPE, got {self.head_dim}")
     if self.rope_scaling not in ROPE_SCALINGS:
@@ -104,7 +141,7 @@ class ModelConfig:
 
   @property
   def jnp_dtype(self):
-    return _DTYPES[self.dtype]
+    return resolve_dtype(self.dtype)
 
   def num_params(self) -> int:
     e, f, h, k, d = self.d_model, self.d_ff, self.n_heads, self.n_kv_heads, self.head_dim
@@ -121,14 +158,19 @@ class KVCache(NamedTuple):
   Separate buffers per layer (not one stacked [L, ...] array) let XLA update each in place inside the
   decode loop and read it without slicing a copy out of a larger buffer; the [B, K, S, D] layout is the
   one the batched attention matmuls want, so no step transposes the cache.
+
+  With `scan_layers`, k and v are single [L, B, K, S, D] arrays instead (the scan carries them and
+  updates layer i's slots in place).
   """
 
-  k: tuple[jax.Array, ...]
-  v: tuple[jax.Array, ...]
+  k: tuple[jax.Array, ...] | jax.Array
+  v: tuple[jax.Array, ...] | jax.Array
 
   @classmethod
   def zeros(cls, cfg: ModelConfig, batch: int, slots: int) -> "KVCache":
     shape = (batch, cfg.n_kv_heads, slots, cfg.head_dim)
+    if cfg.scan_layers:
+      return cls(jnp.zeros((cfg.n_layers, *shape), cfg.jnp_dtype), jnp.zeros((cfg.n_layers, *shape), cfg.jnp_dtype))
     return cls(tuple(jnp.zeros(shape, cfg.jnp_dtype) for _ in range(cfg.n_layers)),
                tuple(jnp.zeros(shape, cfg.jnp_dtype) for _ in range(cfg.n_layers)))
 
@@ -244,6 +286,16 @@ class Attention(nnx.Module):
     inv_freq = rope_inv_freq(cfg)
     q, k = rope(q, positions_BT, inv_freq), rope(k, positions_BT, inv_freq)
     v = self.v_proj("bte,ekd->btkd", x_BTE, dt)
+    if cache is not None and not isinstance(cache.k, tuple):  # stacked [L, ...] cache (scan_layers)
+      z = jnp.zeros((), jnp.int32)
+      start = (jnp.asarray(layer, jnp.int32), z, z, jnp.asarray(index, jnp.int32), z)
+      k_all = jax.lax.dynamic_update_slice(cache.k, jnp.swapaxes(k, 1, 2).astype(cache.k.dtype)[None], start)
+      v_all = jax.lax.dynamic_update_slice(cache.v, jnp.swapaxes(v, 1, 2).astype(cache.v.dtype)[None], start)
+      cache = KVCache(k_all, v_all)
+      kc = jax.lax.dynamic_index_in_dim(k_all, layer, 0, keepdims=False)
+      vc = jax.lax.dynamic_index_in_dim(v_all, layer, 0, keepdims=False)
+      out = grouped_attention(q, kc.astype(dt), vc.astype(dt), mask_BTS, "bksd")
+      return self.o_proj("bthd,hde->bte", out, dt), cache
     if cache is not None:  # decoding: write this call's keys in place at slot `index`, attend over the cache
       kc, vc = cache.k[layer], cache.v[layer]
       kc = jax.lax.dynamic_update_slice_in_dim(kc, jnp.swapaxes(k, 1, 2).astype(kc.dtype), index, 2)
@@ -294,6 +346,29 @@ class DecoderLayer(nnx.Module):
     return x, cache
 
 
+def output_logits(x_BTE, weight, tied: bool):
+  """The output projection in float32 (float32 operands, HIGHEST precision: no bf16/TF32 passes).
+
+  weight: the embedding [V, E] (tied) or lm_head kernel [E, V]. Returns float32 logits [..., V].
+  """
+  spec = "...e,ve->...v" if tied else "...e,ev->...v"
+  return jnp.einsum(spec, x_BTE.astype(jnp.float32), weight.astype(jnp.float32),
+                    precision=jax.lax.Precision.HIGHEST)
+
+
+def _stack_layers(cfg: ModelConfig, rngs: nnx.Rngs) -> DecoderLayer:
+  """One DecoderLayer whose parameters carry a leading [L] axis: layer i's are those the unstacked
+  model would initialise i-th (same random stream), so both layouts start from the same weights."""
+  layers = [DecoderLayer(cfg, rngs) for _ in range(cfg.n_layers)]
+  template = layers[0]
+  state = nnx.state(template, nnx.Param)
+  stacked = jax.tree.map(lambda *xs: jnp.stack(xs),
+                         *[nnx.to_pure_dict(nnx.state(layer, nnx.Param)) for layer in layers])
+  nnx.replace_by_pure_dict(state, stacked)
+  nnx.update(template, state)
+  return template
+
+
 class Decoder(nnx.Module):
   """The language model: tokens -> float32 logits over the vocabulary."""
 
@@ -301,7 +376,10 @@ class Decoder(nnx.Module):
     self.cfg = cfg
     self.embed_tokens = nnx.Dict(embedding=_param(
         rngs, (cfg.vocab_size, cfg.d_model), ("vocab", "embed"), cfg.jnp_param_dtype, cfg.d_model))
-    self.layers = nnx.Dict({str(i): DecoderLayer(cfg, rngs) for i in range(cfg.n_layers)})
+    if cfg.scan_layers:
+      self.layers = _stack_layers(cfg, rngs)
+    else:
+      self.layers = nnx.Dict({str(i): DecoderLayer(cfg, rngs) for i in range(cfg.n_layers)})
     self.norm = RMSNorm(cfg, rngs)
     self.lm_head = None if cfg.tie_embeddings else Proj(
         rngs, (cfg.d_model, cfg.vocab_size), ("embed", "vocab"), cfg.d_model, cfg.jnp_param_dtype)
@@ -313,14 +391,43 @@ class Decoder(nnx.Module):
     slots and this call's keys are written at slots [index, index + T). mask_BTS=None means plain causal
     attention over unpadded rows (the fast path for fused attention kernels).
     """
+    x, cache = self.hidden(tokens_BT, positions_BT, mask_BTS, cache, index)
+    return self.logits(x), cache
+
+  def logits(self, x_BTE):
+    """float32 logits of final-normed hidden states (`output_logits`)."""
+    if self.lm_head is None:
+      return output_logits(x_BTE, self.embed_tokens["embedding"][...], tied=True)
+    return output_logits(x_BTE, self.lm_head.kernel[...], tied=False)
+
+  def hidden(self, tokens_BT, positions_BT, mask_BTS, cache: KVCache | None = None, index=0):
+    """(final-normed hidden states x_BTE in float32, cache): the forward pass up to the projection."""
     cfg, dt = self.cfg, self.cfg.jnp_dtype
     emb = self.embed_tokens["embedding"][...]
     x = jnp.take(emb, tokens_BT, axis=0).astype(dt)
-    for i in range(cfg.n_layers):
-      x, cache = self.layers[str(i)](x, positions_BT, mask_BTS, cache, i, index)
-    x = self.norm(x)
-    if self.lm_head is None:
-      logits = jnp.einsum("bte,ve->btv", x, emb.astype(dt))
+    policy = REMAT_POLICIES[cfg.remat]
+    if cfg.scan_layers:
+      graphdef, state = nnx.split(self.layers)
+
+      def body(carry, xs):
+        x, cache = carry
+        st, i = xs
+        return nnx.merge(graphdef, st)(x, positions_BT, mask_BTS, cache, i, index), None
+
+      if cfg.remat != "none":
+        body = jax.checkpoint(body, policy=policy)
+      (x, cache), _ = jax.lax.scan(body, (x, cache), (state, jnp.arange(cfg.n_layers)))
     else:
-      logits = self.lm_head("bte,ev->btv", x, dt)
-    return logits.astype(jnp.float32), cache
+      for i in range(cfg.n_layers):
+        layer = self.layers[str(i)]
+        if cfg.remat == "none":
+          x, cache = layer(x, positions_BT, mask_BTS, cache, i, index)
+          continue
+        graphdef, state = nnx.split(layer)
+
+        def run(st, x, cache, graphdef=graphdef, i=i):
+          return nnx.merge(graphdef, st)(x, positions_BT, mask_BTS, cache, i, index)
+
+        x, cache = jax.checkpoint(run, policy=policy)(state, x, cache)
+    # The final norm in float32 (its output feeds the float32 projection unrounded).
+    return self.norm(x.astype(jnp.float32)), cache

@@ -17,10 +17,17 @@ file is memory-mapped and each tensor placed with `jax.make_array_from_callback`
 copies only its own shard of each tensor out of the page cache: loading never builds a whole host copy
 of the model, let alone one per device. Only safetensors are read (never pickle `.bin` files).
 `save` writes the same layout back, tensor by tensor, in shards of at most `max_shard_bytes`.
+
+Stacked layers (`ModelConfig.scan_layers`): `load(directory, scan_layers=True)` fills each [L, ...]
+parameter shard by shard from the checkpoint's L per-layer tensors (no per-layer tree is built first);
+`save` of a scan_layers config writes per-layer tensors (layer i sliced from the stack), so the files
+are the same whichever layout the model trained in. `rldyn.model.stack_layers` / `unstack_layers`
+convert a loaded tree (use `dataclasses.replace(cfg, scan_layers=...)` with it).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -358,14 +365,34 @@ def read_config(directory: str) -> dict:
     return json.load(fh)
 
 
+def _stacked_path(path: tuple[str, ...]) -> tuple[tuple[str, ...], int | None]:
+  """A per-layer path (layers, i, ...) -> (the scan_layers path (layers, ...), i); others -> (path, None)."""
+  if path[0] == "layers":
+    return ("layers",) + path[2:], int(path[1])
+  return path, None
+
+
+def _param_get(cfg: ModelConfig, params, path):
+  """The array at a per-layer path, in either layout (a scan_layers tree is indexed at the layer)."""
+  if cfg.scan_layers:
+    path, layer = _stacked_path(path)
+    return _get(params, path) if layer is None else _get(params, path)[layer]
+  return _get(params, path)
+
+
 def load(directory: str, mesh: Mesh | None = None, *, param_dtype: str | None = None,
-         dtype: str | None = None, attention: str = "xla") -> tuple[ModelConfig, dict]:
+         dtype: str | None = None, attention: str = "xla", scan_layers: bool = False,
+         remat: str = "none") -> tuple[ModelConfig, dict]:
   """(ModelConfig, params) of a local Hugging Face checkpoint, params sharded onto `mesh`.
 
   mesh: defaults to `parallel.make_mesh(MeshConfig())` over all devices. Parameters take the
   logical-axis shardings of `rldyn.parallel` and are read shard by shard (module docstring).
+  scan_layers=True reads the layers straight into the stacked layout (`ModelConfig.scan_layers`): each
+  device fills its shard of a [L, ...] array from the L tensors of the checkpoint. remat sets
+  `ModelConfig.remat` (no effect on the parameters).
   """
   cfg = config_from_hf(read_config(directory), param_dtype=param_dtype, dtype=dtype, attention=attention)
+  cfg = dataclasses.replace(cfg, scan_layers=scan_layers, remat=remat)
   mesh = parallel.make_mesh(parallel.MeshConfig()) if mesh is None else mesh
   shardings = parallel.tree_shardings(mesh, abstract_params(cfg), logical_axes(cfg))
   tensors = _checkpoint_tensors(directory)
@@ -387,10 +414,21 @@ def load(directory: str, mesh: Mesh | None = None, *, param_dtype: str | None = 
     if t.shape != x.hf_shape:
       raise ValueError(f"{directory}: tensor {x.hf} has shape {t.shape}; config.json implies "
                        f"{x.hf_shape}")
-    view = x.to_rldyn(mapped.array(t))  # a strided view of the mapped file; nothing copied yet
-    arr = jax.make_array_from_callback(view.shape, _get(shardings, x.path),
-                                       lambda idx, view=view: np.array(view[idx], dtype=pd))
-    _set(params, x.path, arr)
+  views: dict[tuple[str, ...], list] = {}  # param path -> the views that fill it (L of them if stacked)
+  for x in entries:
+    view = x.to_rldyn(mapped.array(tensors[x.hf]))  # a strided view of the mapped file; nothing copied yet
+    path, layer = _stacked_path(x.path) if cfg.scan_layers else (x.path, None)
+    views.setdefault(path, []).append(view)
+  for path, vs in views.items():
+    if len(vs) == 1 and not (cfg.scan_layers and path[0] == "layers"):
+      view = vs[0]
+      arr = jax.make_array_from_callback(view.shape, _get(shardings, path),
+                                         lambda idx, view=view: np.array(view[idx], dtype=pd))
+    else:  # stacked [L, ...]: index 0 picks layers, the rest slices each layer's view
+      arr = jax.make_array_from_callback(
+          (len(vs), *vs[0].shape), _get(shardings, path),
+          lambda idx, vs=vs: np.stack([np.array(v[idx[1:]], dtype=pd) for v in vs[idx[0]]]))
+    _set(params, path, arr)
   return cfg, params
 
 
@@ -417,8 +455,8 @@ def save(directory: str, cfg: ModelConfig, params: dict, *, dtype: str | None = 
   entries = _entries(cfg)
   for x in entries:
     try:
-      _get(params, x.path)
-    except (KeyError, TypeError):
+      _param_get(cfg, params, x.path)
+    except (KeyError, TypeError, IndexError):
       raise ValueError(f"params lack {'/'.join(x.path)} (for {x.hf}); is cfg the params' config?") from None
   shards, size = [[]], 0
   for x in entries:
@@ -435,7 +473,7 @@ def save(directory: str, cfg: ModelConfig, params: dict, *, dtype: str | None = 
       if re.fullmatch(r"model(-\d{5}-of-\d{5})?\.safetensors(\.index\.json)?", name):
         os.remove(os.path.join(directory, name))
   by_name = {x.hf: x for x in entries}
-  fetch = lambda name: by_name[name].to_hf(_host(_get(params, by_name[name].path)))
+  fetch = lambda name: by_name[name].to_hf(_host(_param_get(cfg, params, by_name[name].path)))
   names = (["model.safetensors"] if len(shards) == 1 else
            [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))])
   for fname, shard in zip(names, shards):
