@@ -11,6 +11,7 @@ import pytest
 from rldyn import config as config_lib
 from rldyn import launch
 from rldyn.metrics import passk
+from rldyn.metrics import strategy
 from rldyn.replay import cache as cache_lib
 from rldyn.replay import runner
 
@@ -74,6 +75,7 @@ def test_weights_and_probe_statistics_are_sane(run_dir, first):
   for p in (base, ck):
     assert 0.0 <= p["accuracy"] <= 1.0 and p["entropy/all"] > 0
     assert p["tokens/planning_frac"] + p["tokens/execution_frac"] <= 1.0 + 1e-9
+    assert 1.0 <= p["strategy/distinct_per_prompt"] <= 4 and 0.0 <= p["strategy/distinct_correct_per_prompt"] <= 4
   report = open(os.path.join(run_dir, "replay", "report.md")).read()
   for section in ("## In short", "## Capability boundary", "## Probe dynamics", "## Weights",
                   "![pass@k curves](passk.png)"):
@@ -181,6 +183,12 @@ def test_length_bucketed_scoring_matches_the_sampler(run_dir):
   np.testing.assert_allclose(logp[mask], s.logp_RN[mask], atol=2e-4)
   assert (logp[~mask] == 0).all()
   assert prober.compiled_variants()["score"] == len(prober._scorers) > 1
+  # The probe's strategy metrics are the loop's (rldyn.metrics.strategy), per problem over its n samples.
+  ids = [s.tokens_RN[i, :n].tolist() for i, n in enumerate(s.length_R)]
+  want = strategy.step_strategy_metrics(task, None, ids, s.texts, s.roles_RN, s.correct_R, 4)
+  assert set(strategy.KEYS) <= set(s.strategy)
+  for k in strategy.KEYS:
+    np.testing.assert_equal(s.strategy[k], want[k])
 
 
 def test_probe_stats_match_a_hand_computation():

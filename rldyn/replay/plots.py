@@ -70,8 +70,11 @@ def dynamics_plot(path: str, steps: list[int], probe: dict[int, dict]) -> None:
   panels = (("accuracy", "accuracy (pass@1)"), ("ppl/execution_rel", "rel. PPL of execution tokens"),
             ("semantic_entropy/planning", "semantic entropy of planning"), ("kl/k3", "KL to base (k3)"),
             ("response_len/mean", "response length (tokens)"),
-            ("ppl/base_on_this", "base's PPL on this model's responses"))
-  fig, axes = plt.subplots(2, 3, figsize=(11, 5.5))
+            ("ppl/base_on_this", "base's PPL on this model's responses"),
+            ("strategy/entropy", "strategy entropy (per problem)"),
+            ("strategy/distinct_correct_per_prompt", "distinct correct solutions / problem"),
+            ("strategy/first_move_entropy", "first-move entropy (per problem)"))
+  fig, axes = plt.subplots(3, 3, figsize=(11, 8))
   for ax, (key, title) in zip(axes.flat, panels):
     ax.plot(steps, [_num(probe[s].get(key)) for s in steps], "o-", ms=4)
     ax.set_title(title, fontsize=9)

@@ -11,6 +11,8 @@ Per model (`probe_stats`), over its own R = P·n samples (response tokens only, 
   entropy/{all,planning,execution}   mean full-vocabulary entropy of the policy at the sampled tokens
   nll/{all,planning,execution}       mean −log π(sampled token); ppl/execution_rel is exp(nll − nll_base)
   semantic_entropy/planning    Shannon entropy of the planning-unit distribution over all responses
+  strategy/*                   strategy diversity per probe problem over its n samples, averaged over
+                               problems (rldyn/metrics/strategy.py; the task's structural abstraction)
   kl/k3, kl/k3/{planning,execution}  mean k3 estimate of KL(π_θ‖π_base) on π_θ's samples
   ppl/self                     exp(nll/all)
   ppl/base_on_this             the base's perplexity on this model's responses (cross-model PPL)
@@ -35,6 +37,7 @@ from rldyn import parallel
 from rldyn import sampling
 from rldyn.config import Config
 from rldyn.metrics import entropy as entropy_lib
+from rldyn.metrics import strategy as strategy_lib
 from rldyn.metrics import token_stats
 from rldyn.rl import losses
 from rldyn.rl import step as step_lib
@@ -57,6 +60,7 @@ class ProbeSamples:
   roles_RN: np.ndarray  # int8 token roles (0 other, 1 planning, 2 execution)
   units: list[tuple[int, ...]]  # planning units of all rows (semantic entropy)
   texts: list[str]  # decoded responses
+  strategy: dict[str, float] = dataclasses.field(default_factory=dict)  # the strategy/* metrics
 
   def per_problem_correct(self, n: int) -> list[int]:
     return [int(c) for c in self.correct_R.reshape(-1, n).sum(axis=1)]
@@ -118,15 +122,17 @@ class Prober:
     rows = [p for p in self.problems for _ in range(self.n)]
     correct = np.array([bool(self.task.verify(p, t)) for p, t in zip(rows, texts)], bool)
     roles = np.zeros(out["tokens"].shape, np.int8)
-    units = []
+    units, ids_list = [], []
     for i, length in enumerate(out["length"]):
       ids = out["tokens"][i, :length]
       roles[i, :length] = self.task.token_roles(ids.tolist())
       units += entropy_lib.planning_units(ids, roles[i, :length])
+      ids_list.append(ids.tolist())
+    strategy = strategy_lib.step_strategy_metrics(self.task, None, ids_list, texts, roles, correct, self.n)
     self._tick("host", t0)
     return ProbeSamples(tokens_RN=out["tokens"], mask_RN=out["mask"].astype(bool), logp_RN=out["logp"],
                         entropy_RN=out["entropy"], length_R=out["length"], truncated_R=out["truncated"],
-                        correct_R=correct, roles_RN=roles, units=units, texts=texts)
+                        correct_R=correct, roles_RN=roles, units=units, texts=texts, strategy=strategy)
 
   def score(self, params, tokens_RN: np.ndarray, mask_RN: np.ndarray,
             progress: Callable[[int], None] | None = None) -> np.ndarray:
@@ -186,6 +192,7 @@ def probe_stats(samples: ProbeSamples, base_logp_RN: np.ndarray, this_on_base_lo
       **token_stats.role_means("kl/k3", kl, m, roles, all_key=""),
       **token_stats.role_fractions(m, roles),
       "semantic_entropy/planning": entropy_lib.semantic_entropy(samples.units),
+      **samples.strategy,
       "response_len/mean": float(samples.length_R.mean()),
       "response_len/truncated_frac": float(samples.truncated_R.mean()),
   }

@@ -218,17 +218,23 @@ def markdown(workdir: str, records: dict[int, dict], pk: dict, probe: dict[int, 
           "On each model's own samples of the probe set. Entropy is the policy's full-vocabulary "
           "entropy at the sampled tokens, split by ground-truth token role (planning = tokens that "
           "choose strategy; execution = tokens that carry it out). Relative PPL of execution tokens is "
-          "relative to the base; semantic entropy is the entropy of the planning-unit distribution; KL "
+          "relative to the base; semantic entropy is the entropy of the planning-unit distribution "
+          "(operands included, pooled over the probe set); strategy H is the per-problem entropy of "
+          "strategy types (operands dropped; rldyn/metrics/strategy.py), distinct strategies and distinct "
+          "correct solutions are counted per problem over its n samples; KL "
           "is the k3 estimate of KL(π_θ‖π_base).", ""]
   rows = []
   for s in steps:
     p = probe[s]
     rows.append([_label(s), _f(p["accuracy"]), _f(p["entropy/all"]), _f(p["entropy/planning"]),
                  _f(p["entropy/execution"]), _f(p["ppl/execution_rel"]),
-                 _f(p["semantic_entropy/planning"]), _f(p["kl/k3"], 4), _f(p["response_len/mean"], 1),
+                 _f(p["semantic_entropy/planning"]), _f(p.get("strategy/entropy")),
+                 _f(p.get("strategy/distinct_per_prompt"), 2), _f(p.get("strategy/distinct_correct_per_prompt"), 2),
+                 _f(p.get("strategy/first_move_entropy")), _f(p["kl/k3"], 4), _f(p["response_len/mean"], 1),
                  _f(p["response_len/truncated_frac"])])
   out += _table(["model", "accuracy", "H all", "H planning", "H execution", "rel. PPL exec",
-                 "sem. H planning", "KL k3", "length", "truncated"], rows)
+                 "sem. H planning", "strategy H", "distinct strat.", "distinct correct", "H first move",
+                 "KL k3", "length", "truncated"], rows)
   out += [""]
   for name, alt in (("entropy.png", "entropy by role"), ("dynamics.png", "probe dynamics")):
     if name in plots:
