@@ -17,6 +17,10 @@ What is restored is verified (docs/workdir.md):
   * Transient failures (out of memory, a filesystem error) propagate and touch nothing.
   * A failed async save is reported (`checkpoint_save_failed`) when it surfaces, at the next save or at
     close.
+
+Multi-process runs: every process saves and restores (orbax multi-host: each writes and reads its own
+shards); only the writing process (`writers.is_writer`, process 0) writes manifests and sets unreadable
+checkpoints aside. The directory may be any etils.epath URI (gs://...): manifests go through epath.
 """
 
 from __future__ import annotations
@@ -31,6 +35,9 @@ from typing import Any, Callable
 
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
+
+from rldyn.metrics import writers
 
 MANIFEST = "MANIFEST.rldyn.json"
 EventFn = Callable[..., None]
@@ -44,51 +51,52 @@ class UnreadableCheckpoint(Exception):
   """A checkpoint whose content is damaged: failed its manifest, or orbax could not decode it."""
 
 
-def _crc32(path: str, chunk: int = 1 << 23) -> int:
-  crc = 0
-  with open(path, "rb") as f:
+def _size_crc32(path: str, chunk: int = 1 << 23) -> tuple[int, int]:
+  crc, size = 0, 0
+  with epath.Path(path).open("rb") as f:
     while block := f.read(chunk):
-      crc = zlib.crc32(block, crc)
-  return crc
+      crc, size = zlib.crc32(block, crc), size + len(block)
+  return size, crc
 
 
 def _files(directory: str) -> list[str]:
-  out = []
-  for root, _, names in os.walk(directory):
-    for n in names:
-      if n != MANIFEST:
-        out.append(os.path.relpath(os.path.join(root, n), directory))
+  """Every file under `directory` (relative paths), one listing per directory (works on object stores)."""
+  out, todo = [], [epath.Path(directory)]
+  while todo:
+    for p in todo.pop().iterdir():
+      if p.is_dir():
+        todo.append(p)
+      elif p.name != MANIFEST:
+        out.append(os.path.relpath(str(p), directory))
   return sorted(out)
 
 
 def write_manifest(directory: str) -> None:
-  entries = {rel: [os.path.getsize(os.path.join(directory, rel)), _crc32(os.path.join(directory, rel))]
-             for rel in _files(directory)}
-  tmp = os.path.join(directory, MANIFEST + ".tmp")
-  with open(tmp, "w") as f:
-    json.dump({"version": 1, "files": entries}, f)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, os.path.join(directory, MANIFEST))
+  """Size and CRC32 of every file of a committed checkpoint (the writing process only)."""
+  if not writers.is_writer():
+    return
+  entries = {rel: list(_size_crc32(os.path.join(directory, rel))) for rel in _files(directory)}
+  writers.write_bytes_atomic(os.path.join(directory, MANIFEST),
+                             json.dumps({"version": 1, "files": entries}).encode())
 
 
 def verify_manifest(directory: str) -> str | None:
   """None if every file matches the manifest; else what is wrong. A missing manifest is 'unverified'."""
   path = os.path.join(directory, MANIFEST)
-  if not os.path.exists(path):
+  if not writers.exists(path):
     return "no manifest (the save did not finish, or an older rldyn wrote it)"
   try:
-    with open(path) as f:
-      files = json.load(f)["files"]
+    files = json.loads(writers.read_bytes(path).decode())["files"]
   except (OSError, ValueError, KeyError, TypeError) as e:
     return f"unreadable manifest ({e!r})"
   for rel, (size, crc) in files.items():
     p = os.path.join(directory, rel)
-    if not os.path.exists(p):
+    if not writers.exists(p):
       return f"missing file {rel}"
-    if os.path.getsize(p) != size:
-      return f"{rel} has {os.path.getsize(p)} bytes, {size} were saved"
-    if _crc32(p) != crc:
+    have_size, have_crc = _size_crc32(p)
+    if have_size != size:
+      return f"{rel} has {have_size} bytes, {size} were saved"
+    if have_crc != crc:
       return f"{rel} does not match its checksum (bit rot or an overwrite)"
   extra = set(_files(directory)) - set(files)
   if extra:
@@ -131,7 +139,7 @@ class Checkpointer:
   def __init__(self, directory: str, keep: int = -1, async_save: bool = True,
                on_event: EventFn | None = None):
     """keep: the newest checkpoints kept (-1 = all). on_event(name, step, **fields) reports saves."""
-    self.directory = os.path.abspath(directory)
+    self.directory = os.path.abspath(directory) if writers.is_local(directory) else str(directory).rstrip("/")
     self._on_event = on_event or (lambda *a, **k: None)
     self._pending: list[int] = []  # saves started but not yet confirmed committed
     options = ocp.CheckpointManagerOptions(max_to_keep=None if keep == -1 else keep, create=True,
@@ -162,7 +170,7 @@ class Checkpointer:
       raise
     for step in self._pending:
       d = os.path.join(self.directory, str(step))
-      if os.path.isdir(d):  # (not when max_to_keep already removed it)
+      if step in self._mngr.all_steps():  # (not when max_to_keep already removed it)
         write_manifest(d)
         self._on_event("checkpoint_saved", step)
     self._pending = []
@@ -237,11 +245,12 @@ class Checkpointer:
 
   def _quarantine(self, step: int) -> None:
     """Moves an unreadable checkpoint to checkpoints.corrupt/ so the step can be saved again."""
-    aside = self.directory + ".corrupt"
-    os.makedirs(aside, exist_ok=True)
-    src = os.path.join(self.directory, str(step))
-    if os.path.exists(src):
-      os.replace(src, os.path.join(aside, f"{step}.{int(time.time() * 1e3)}"))
+    if writers.is_writer():
+      aside = epath.Path(self.directory + ".corrupt")
+      aside.mkdir(parents=True, exist_ok=True)
+      src = epath.Path(os.path.join(self.directory, str(step)))
+      if src.exists():
+        src.rename(aside / f"{step}.{int(time.time() * 1e3)}")
     self._mngr.reload()
 
   def wait(self) -> None:

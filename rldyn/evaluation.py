@@ -1,4 +1,8 @@
-"""Held-out evaluation: greedy accuracy and sampled pass@1 (mean correctness over n samples)."""
+"""Held-out evaluation: greedy accuracy and sampled pass@1 (mean correctness over n samples).
+
+Prompts are sharded over the data-parallel devices; in a multi-process run each process reads back,
+decodes and verifies only the rows its devices hold, and the correctness counts are summed over processes.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import numpy as np
 
 from rldyn import data
 from rldyn import model as model_lib
+from rldyn import parallel
 from rldyn import sampling
 from rldyn.tasks.base import Problem, Task
 
@@ -20,30 +25,48 @@ def decode_rows(task: Task, tokens_BN: np.ndarray, length_B: np.ndarray) -> list
 
 def generate_texts(model_cfg: model_lib.ModelConfig, scfg: sampling.SamplingConfig, params, task: Task,
                    problems: Sequence[Problem], key: jax.Array, repeat: int = 1, batch_size: int = 256
-                   ) -> tuple[list[str], dict[str, np.ndarray]]:
-  """Samples `repeat` responses per problem, in batches; returns texts and the stacked sampler output."""
+                   ) -> tuple[list[int], list[str], dict[str, np.ndarray]]:
+  """Samples `repeat` responses per problem, in batches sharded over the data-parallel devices.
+
+  Returns (row indices, texts, stacked sampler output) of the rows this process's devices hold: all of
+  them in a single-process run; each process its own contiguous block in a multi-process run (rows index
+  `[p for p in problems for _ in range(repeat)]`).
+  """
   sample = sampling.make_sampler(model_cfg, scfg)
+  mesh = parallel.mesh_of(params)
+  dp = parallel.data_parallel_size(mesh)
   rows = [p for p in problems for _ in range(repeat)]
-  texts, outs = [], []
+  width = min(batch_size, len(rows))
+  width = -(-width // dp) * dp  # whole rows per data-parallel device (the same shape every call)
+  index, texts, outs = [], [], []
   for start in range(0, len(rows), batch_size):
     chunk = rows[start:start + batch_size]
-    # Pad the last chunk to the batch size so every call has the same shape (no recompiles).
-    padded = list(chunk) + [chunk[-1]] * (min(batch_size, len(rows)) - len(chunk))
-    batch = data.prompt_batch(task, padded)
-    out = jax.device_get(sample(params, batch["tokens"], batch["mask"], jax.random.fold_in(key, start)))
-    out = {k: v[:len(chunk)] for k, v in out.items()}
+    padded = list(chunk) + [chunk[-1]] * (width - len(chunk))
+    mine = parallel.process_rows(mesh, width)
+    batch = parallel.shard_batch(mesh, data.prompt_batch(task, padded))
+    out = sample(params, batch["tokens"], batch["mask"], jax.random.fold_in(key, start))
+    keep = [i for i in range(mine.start, mine.stop) if i < len(chunk)]  # real rows, not the padding
+    out = {k: parallel.fetch_rows(v, mine)[:len(keep)] for k, v in out.items()}
+    index += [start + i for i in keep]
     texts += decode_rows(task, out["tokens"], out["length"])
     outs.append(out)
-  return texts, {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
+  return index, texts, {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
+
+
+def _mean_correct(task: Task, rows: Sequence[Problem], index: list[int], texts: list[str]) -> float:
+  """Mean verifier correctness over every process's rows (each verifies its own; counts are summed)."""
+  mine = np.array([task.verify(rows[i], t) for i, t in zip(index, texts)], bool)
+  total = parallel.allgather(np.array([[mine.sum(), mine.size]], np.int64)).sum(axis=0)
+  return float(total[0] / total[1])
 
 
 def evaluate(model_cfg: model_lib.ModelConfig, scfg: sampling.SamplingConfig, params, task: Task,
              problems: Sequence[Problem], key: jax.Array, samples: int) -> dict[str, float]:
   """{'eval/accuracy': greedy accuracy, 'eval/pass@1': mean sampled correctness} on `problems`."""
   greedy = dataclasses.replace(scfg, greedy=True)
-  texts, _ = generate_texts(model_cfg, greedy, params, task, problems, key)
-  acc = np.mean([task.verify(p, t) for p, t in zip(problems, texts)])
-  texts, _ = generate_texts(model_cfg, scfg, params, task, problems, jax.random.fold_in(key, 1), samples)
-  rows = [p for p in problems for _ in range(samples)]
-  pass1 = np.mean([task.verify(p, t) for p, t in zip(rows, texts)])
-  return {"eval/accuracy": float(acc), "eval/pass@1": float(pass1)}
+  index, texts, _ = generate_texts(model_cfg, greedy, params, task, problems, key)
+  acc = _mean_correct(task, list(problems), index, texts)
+  index, texts, _ = generate_texts(model_cfg, scfg, params, task, problems, jax.random.fold_in(key, 1),
+                                   samples)
+  pass1 = _mean_correct(task, [p for p in problems for _ in range(samples)], index, texts)
+  return {"eval/accuracy": acc, "eval/pass@1": pass1}

@@ -113,8 +113,101 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 
 def shard_batch(mesh: Mesh, batch: dict) -> dict:
-  """Places a host batch (numpy arrays, leading dim = batch) on the mesh."""
-  return {k: jax.device_put(np.asarray(v), batch_sharding(mesh, np.ndim(v))) for k, v in batch.items()}
+  """Places a host batch (numpy arrays of the *global* batch, leading dim = batch) on the mesh.
+
+  In a multi-process run every process passes the same global batch and places only the rows its own
+  devices hold (`place_rows`); `place_rows` is the API for a process that built only its rows.
+  """
+  if jax.process_count() == 1:
+    return {k: jax.device_put(np.asarray(v), batch_sharding(mesh, np.ndim(v))) for k, v in batch.items()}
+  n = len(next(iter(batch.values())))
+  rows = process_rows(mesh, n)
+  return place_rows(mesh, {k: np.asarray(v)[rows] for k, v in batch.items()}, n)
+
+
+# ---- multi-process (multi-controller) data ----------------------------------------------------------------
+# A batch-sharded array of n rows is split over the data-parallel devices in order; the rows held by one
+# process's devices are one contiguous block (`process_rows`). Each process builds, places, fetches and
+# scores only that block; values every process needs (metrics, a few per-row scalars) are gathered.
+
+
+def process_rows(mesh: Mesh, n: int, multiple: int = 1) -> slice:
+  """The contiguous rows [start, stop) of a batch-sharded n-row array held by this process's devices.
+
+  `multiple`: every block must be whole units of that many rows (GRPO groups stay on one process).
+  """
+  index = batch_sharding(mesh, 1).addressable_devices_indices_map((n,))
+  starts = sorted({(s[0].start or 0, n if s[0].stop is None else s[0].stop) for s in index.values()})
+  start, stop = starts[0][0], starts[-1][1]
+  covered = sum(b - a for a, b in starts)
+  if covered != stop - start:
+    raise ValueError(f"process {jax.process_index()} holds non-contiguous rows {starts} of a {n}-row batch; "
+                     "order the mesh's data axes so each process's devices are adjacent")
+  if start % multiple or stop % multiple:
+    raise ValueError(f"process {jax.process_index()} holds rows [{start}, {stop}) of a {n}-row batch, not "
+                     f"whole groups of {multiple}: make rl.prompts_per_step a multiple of the process count")
+  return slice(start, stop)
+
+
+def place_rows(mesh: Mesh, local: dict, n: int) -> dict:
+  """This process's rows (`process_rows(mesh, n)`) of each array -> global n-row batch-sharded arrays."""
+  if jax.process_count() == 1:
+    return {k: jax.device_put(np.asarray(v), batch_sharding(mesh, np.ndim(v))) for k, v in local.items()}
+  return {k: jax.make_array_from_process_local_data(batch_sharding(mesh, np.ndim(v)), np.asarray(v),
+                                                    (n,) + np.shape(v)[1:])
+          for k, v in local.items()}
+
+
+def fetch_rows(x: jax.Array, rows: slice) -> np.ndarray:
+  """Rows `rows` of a global array, read from this process's own devices (no cross-host transfer)."""
+  if x.is_fully_addressable:
+    return np.asarray(jax.device_get(x))[rows]
+  n = x.shape[0]
+  start, stop, _ = rows.indices(n)
+  out = np.empty((stop - start,) + x.shape[1:], x.dtype)
+  filled = np.zeros(stop - start, bool)
+  for shard in x.addressable_shards:
+    a, b, _ = shard.index[0].indices(n) if shard.index else (0, n, 1)
+    lo, hi = max(a, start), min(b, stop)
+    if lo < hi:
+      out[lo - start:hi - start] = np.asarray(shard.data)[lo - a:hi - a]
+      filled[lo - start:hi - start] = True
+  if not filled.all():
+    raise ValueError(f"rows {start}:{stop} are not all on process {jax.process_index()}'s devices")
+  return out
+
+
+def allgather(tree):
+  """Concatenates each process's numpy rows (leading axis, process order) on every process."""
+  if jax.process_count() == 1:
+    return tree
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  return jax.tree.map(np.asarray, multihost_utils.process_allgather(tree, tiled=True))
+
+
+def allgather_objects(items: list) -> list:
+  """Concatenates each process's list of JSON-able items (e.g. decoded texts) on every process."""
+  if jax.process_count() == 1:
+    return list(items)
+  import json  # pylint: disable=g-import-not-at-top
+  raw = np.frombuffer(json.dumps(items).encode(), np.uint8)
+  sizes = allgather(np.array([raw.size], np.int64))
+  padded = np.zeros(int(sizes.max()), np.uint8)
+  padded[:raw.size] = raw
+  blocks = allgather(padded[None])
+  return [x for blob, size in zip(blocks, sizes) for x in json.loads(blob[:size].tobytes().decode())]
+
+
+def any_process(flag: bool) -> bool:
+  """Whether `flag` is true on any process (every process gets the same answer: an agreed decision)."""
+  if jax.process_count() == 1:
+    return bool(flag)
+  return bool(allgather(np.array([flag], np.int32)).any())
+
+
+def mesh_of(tree) -> Mesh:
+  """The mesh the (NamedSharding-placed) arrays of `tree` live on."""
+  return jax.tree.leaves(tree)[0].sharding.mesh
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,4 +258,6 @@ def init_distributed(spec: DistributedSpec = DistributedSpec()) -> None:
   args = distributed_args(spec)
   if args is None or jax.distributed.is_initialized():
     return
+  if not jax.config.jax_cpu_collectives_implementation:  # CPU processes talk over gloo (TPU/GPU: unused)
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
   jax.distributed.initialize(**args)

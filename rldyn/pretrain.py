@@ -31,6 +31,7 @@ from rldyn import parallel
 from rldyn import runtime
 from rldyn import state as state_lib
 from rldyn.config import Config
+from rldyn.metrics import writers
 from rldyn.metrics.writers import JsonlWriter
 from rldyn.optim import make_optimizer
 from rldyn.tasks import evalsets
@@ -120,7 +121,8 @@ def run(cfg: Config, wd: Workdir, task: Task, mesh) -> dict:
   if wd.has_base():
     logging.info("base model already trained in %s", wd.base_dir)
     return wd.base_info()
-  os.makedirs(wd.base_dir, exist_ok=True)
+  if writers.is_writer():  # (a multi-process run: process 0 writes, every process trains its rows)
+    writers.makedirs(wd.base_dir)
   pc = cfg.pretrain
   # Materialise the held-out set first: a config that cannot make one fails before any training.
   problems = evalsets.load_eval_set(task, cfg.task.eval_size, cfg.task.eval_seed, cfg.task.data_dir or None)
@@ -146,7 +148,7 @@ def run(cfg: Config, wd: Workdir, task: Task, mesh) -> dict:
   done, pending = start, None
   try:
     for step in range(start, pc.steps):
-      if runtime.stop_requested():  # preempted: checkpoint where we are, then stop (rerun resumes)
+      if parallel.any_process(runtime.stop_requested()):  # preempted (any process): all stop here, save
         if pending is not None:
           log(*pending, force=True)
         if step not in ckpt.steps():

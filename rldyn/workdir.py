@@ -21,6 +21,12 @@ Layout (the contract other tools rely on):
 
 This module imports only the standard library at the top, so numpy-only tools (the phase detector) can
 use its names; reading parameters imports jax and orbax when called.
+
+Multi-process runs have a single writer: process 0 (`writers.is_writer`) takes the lock and writes every
+file; the other processes read, and take part in the orbax checkpoint saves and restores (every process
+must). A workdir may be a local path or any `etils.epath` URI (gs://bucket/run): every read and write
+here, in the logs and in the checkpointer goes through epath (orbax/tensorstore for arrays) for URIs.
+Object stores have no flock: a gs:// workdir is not locked against a second launch.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import os
 import time
 from typing import Any
 
+from rldyn.metrics import writers
 from rldyn.metrics.writers import JsonlWriter, read_jsonl
 
 CONFIG = "config.json"
@@ -80,6 +87,8 @@ class WorkdirLock:
   def __enter__(self) -> WorkdirLock:
     import fcntl  # pylint: disable=g-import-not-at-top
     import socket  # pylint: disable=g-import-not-at-top
+    if not writers.is_writer() or not writers.is_local(self.path):  # process 0 holds it; no flock on URIs
+      return self
     fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
       fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -115,18 +124,16 @@ def _read_holder(fd: int) -> dict:
 
 
 def write_json_atomic(path: str, obj: Any, indent: int | None = 2) -> None:
-  """Writes JSON to path.tmp, then renames: readers see the old file or the new one, never half."""
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=indent)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
+  """Writes JSON to path.tmp, then renames: readers see the old file or the new one, never half.
+
+  Only the writing process writes (`writers.is_writer`); on the others this does nothing.
+  """
+  if writers.is_writer():
+    writers.write_bytes_atomic(path, json.dumps(obj, indent=indent).encode())
 
 
 def read_json(path: str) -> Any:
-  with open(path) as f:
-    return json.load(f)
+  return json.loads(writers.read_bytes(path).decode())
 
 
 class Workdir:
@@ -135,7 +142,7 @@ class Workdir:
   def __init__(self, root: str):
     if not root:
       raise ValueError("the workdir must be a non-empty path")
-    self.root = os.path.abspath(root)
+    self.root = os.path.abspath(root) if writers.is_local(root) else str(root).rstrip("/")
 
   def __repr__(self) -> str:
     return f"Workdir({self.root!r})"
@@ -168,7 +175,12 @@ class Workdir:
     return WorkdirLock(self.path(LOCK))
 
   def check_writable(self) -> None:
-    """Raises ValueError unless the workdir is, or can be created as, a writable directory (creates nothing)."""
+    """Raises ValueError unless the workdir is, or can be created as, a writable directory (creates nothing).
+
+    A URI (gs://...) is checked when `ensure` first writes to it.
+    """
+    if not writers.is_local(self.root):
+      return
     if os.path.exists(self.root) and not os.path.isdir(self.root):
       raise ValueError(f"workdir {self.root} is not writable: it exists and is not a directory")
     parent = self.root
@@ -178,13 +190,17 @@ class Workdir:
       raise ValueError(f"workdir {self.root} is not writable: {parent} is not a writable directory")
 
   def ensure(self) -> None:
-    """Creates the directory and checks that it is writable (a clear error if not)."""
+    """Creates the directory and checks that it is writable (a clear error if not); the writer only."""
+    if not writers.is_writer():
+      return
     try:
-      os.makedirs(self.path("samples"), exist_ok=True)
+      writers.makedirs(self.path("samples"))
       probe = self.path(".write_test")
-      with open(probe, "w") as f:
-        f.write("ok")
-      os.remove(probe)
+      writers.write_bytes_atomic(probe, b"ok")
+      if writers.is_local(probe):
+        os.remove(probe)
+      else:
+        writers._epath(probe).unlink()  # pylint: disable=protected-access
     except OSError as e:
       raise ValueError(f"workdir {self.root} is not writable: {e}") from e
 
@@ -214,7 +230,7 @@ class Workdir:
   # ---- config -----------------------------------------------------------------------------------------
   def saved_config(self) -> dict | None:
     """config.json as a dict, or None for a fresh workdir."""
-    return read_json(self.config_path) if os.path.exists(self.config_path) else None
+    return read_json(self.config_path) if writers.exists(self.config_path) else None
 
   def write_config(self, cfg) -> None:
     from rldyn import config as config_lib  # pylint: disable=g-import-not-at-top
@@ -238,12 +254,12 @@ class Workdir:
   # ---- the base model ---------------------------------------------------------------------------------
   def has_base(self) -> bool:
     """Whether a finished base model lives in this workdir's base/."""
-    return os.path.exists(self.base_info_path)
+    return writers.exists(self.base_info_path)
 
   def base_source(self) -> Workdir:
     """The workdir whose base/ holds this run's base model (itself, or the one base_pointer.json names)."""
     pointer = self.path(BASE_POINTER)
-    if not self.has_base() and os.path.exists(pointer):
+    if not self.has_base() and writers.exists(pointer):
       return Workdir(read_json(pointer)["base_workdir"])
     return self
 
@@ -255,9 +271,10 @@ class Workdir:
     return read_json(self.base_source().base_info_path)
 
   def write_base(self, params, info: dict) -> None:
-    """Saves the pretrained params, then info.json (whose presence marks the base finished)."""
+    """Saves the pretrained params (every process), then info.json (the writer; it marks the base done)."""
     import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-    os.makedirs(self.base_dir, exist_ok=True)
+    if writers.is_writer():
+      writers.makedirs(self.base_dir)
     with ocp.StandardCheckpointer() as c:
       c.save(self.base_params_path, params, force=True)
     write_json_atomic(self.base_info_path, info)
@@ -275,9 +292,12 @@ class Workdir:
 
   # ---- RL checkpoints ---------------------------------------------------------------------------------
   def checkpoint_steps(self) -> list[int]:
-    if not os.path.isdir(self.checkpoints_dir):
-      return []
-    return sorted(int(n) for n in os.listdir(self.checkpoints_dir) if n.isdigit())
+    if writers.is_local(self.root):
+      names = os.listdir(self.checkpoints_dir) if os.path.isdir(self.checkpoints_dir) else []
+    else:
+      d = writers._epath(self.checkpoints_dir)  # pylint: disable=protected-access
+      names = [p.name for p in d.iterdir()] if d.exists() else []
+    return sorted(int(n) for n in names if n.isdigit())
 
   def checkpointer(self, keep: int = -1, async_save: bool = True, on_event=None):
     from rldyn import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top

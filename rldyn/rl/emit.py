@@ -5,6 +5,10 @@ key in docs/metrics.md), eval.jsonl, events.jsonl, samples/samples.jsonl, the op
 the online phase detector (which turns metric lines into phase_boundary events) and the console progress
 line. On a resume it first drops log lines from steps the restored checkpoint has not reached, so a
 resumed log never holds a step twice.
+
+In a multi-process run every process holds an Emitter fed the same lines, but only the writing process
+(`writers.is_writer`: process 0) writes files or prints: the logs' writers are read-only elsewhere, and
+`line` stops there for the others (no detector, TensorBoard or console line).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import time
 
 from rldyn import phases
 from rldyn.config import Config
-from rldyn.metrics.writers import JsonlWriter, TensorBoardWriter, read_jsonl
+from rldyn.metrics.writers import JsonlWriter, TensorBoardWriter, is_writer, read_jsonl
 from rldyn.rl.rollout import Rollout
 from rldyn.workdir import Workdir
 
@@ -28,6 +32,7 @@ class Emitter:
 
   def __init__(self, cfg: Config, wd: Workdir, start_step: int):
     self.cfg, self.wd, self.start_step = cfg, wd, start_step
+    self.writer = is_writer()
     self.events = JsonlWriter(wd.events_path)
     self.metrics = JsonlWriter(wd.metrics_path, unique_key="step")
     self.evals = JsonlWriter(wd.eval_path, unique_key="step")
@@ -35,14 +40,14 @@ class Emitter:
     for w in (self.events, self.metrics, self.evals, self.samples):
       if w.repaired:  # damage found on open: say how many lines went where
         self.event("log_repaired", start_step, log=os.path.relpath(w.path, wd.root), **w.repaired)
-    self.tb = TensorBoardWriter(wd.tensorboard_dir) if cfg.log.tensorboard else None
+    self.tb = TensorBoardWriter(wd.tensorboard_dir) if cfg.log.tensorboard and self.writer else None
     # Lines from steps the restored state has not reached (all of them, without a checkpoint) go: the
     # rerun writes them again, identically. A finished run keeps its final evaluation (step == rl.steps).
     self.dropped = self.metrics.truncate_after(start_step)
     self.evals.truncate_after(start_step + (start_step >= cfg.rl.steps))
     self.samples.truncate_after(start_step)
     self.detector = None
-    if cfg.phases.online:
+    if cfg.phases.online and self.writer:
       self.detector = phases.OnlinePhaseDetector(refit_every=cfg.phases.refit_every)
       history = [(r["step"], r) for r in read_jsonl(self.metrics.path)]
       if history:
@@ -77,6 +82,8 @@ class Emitter:
   def line(self, line: dict) -> None:
     """One step's metrics.jsonl line; feeds the phase detector, TensorBoard and the progress line."""
     step = line["step"]
+    if not self.writer:
+      return
     self.metrics.write(line)
     if self.detector is not None:
       event = self.detector.update(step, line)

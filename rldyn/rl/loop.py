@@ -15,6 +15,12 @@ step the policy is evaluated once more (eval.jsonl has every evaluation; metrics
 
 Everything random derives from (seed, purpose, step), and a checkpoint stores the whole `RunState`, so a
 resumed run continues exactly. The base model is given: the launcher pretrains it first when needed.
+
+Multi-process runs (`jax.distributed`, one process per host) run this same loop in every process: each
+samples, scores and tags its own whole groups (rollout.py), the update is one global sharded step, the
+host statistics come from the gathered rollout, so every process computes the same metrics line; only
+process 0 writes it (rldyn.metrics.writers.is_writer). A SIGTERM on any process stops all of them at the
+same step boundary (`parallel.any_process`), after a checkpoint every process takes part in.
 """
 
 from __future__ import annotations
@@ -180,7 +186,7 @@ def run(cfg: Config, wd: Workdir, task: Task, mesh) -> dict:
               mesh=dict(mesh.shape))
   pending = None  # (step, device metrics, host metrics, timing) of the step whose line is not written yet
   for step in range(state.step, cfg.rl.steps):
-    if runtime.stop_requested():
+    if parallel.any_process(runtime.stop_requested()):  # every process stops at the same step
       stop(ctx, state, pending)
     state, pending = rl_step(ctx, state, pending, step)
   if pending is not None:
@@ -208,9 +214,13 @@ def rl_step(ctx: Context, state: RunState, pending: tuple | None, step: int
   ro = rollout_lib.rollout(cfg, ctx.task, ctx.mesh, ctx.progs.sample, state.params, ctx.key, step)
   c_roll = clock.seconds - c_roll
   t_host = time.time()
-  batch, role_host = credit.assign(cfg, ctx.task, ctx.tagger, ro, step)
+  # credit.assign on this process's rows (whole groups); the role statistics from the gathered rollout.
+  roles = credit.tag_roles(ctx.tagger, ro, step)
+  batch = credit.update_batch(cfg, ro, credit.group_advantages(cfg, ro), roles)
+  everyone, all_roles = rollout_lib.gather(ro, roles)
+  role_host = credit.role_stats(cfg, ctx.task, ctx.tagger, everyone, all_roles)
   host_s = ro.score_s + time.time() - t_host
-  dev = parallel.shard_batch(ctx.mesh, batch)
+  dev = parallel.place_rows(ctx.mesh, batch, ro.global_rows)
   dev["ref_logp_BN"] = ctx.progs.ref_logprobs(batch["resp_mask_BN"].shape[1])(
       state.ref_params, dev["tokens_BS"], dev["mask_BS"])
   t_up, c_up = time.time(), clock.seconds
@@ -221,14 +231,15 @@ def rl_step(ctx: Context, state: RunState, pending: tuple | None, step: int
     state = write_line(out, state, pending)
   metrics = jax.device_get(metrics)
   t_end, c_end = time.time(), clock.seconds
-  update_tokens = float(batch["mask_BS"].sum())  # real (prompt + response) tokens the update processed
+  # real (prompt + response) tokens the update processed, over every process
+  update_tokens = float(everyone.prompt_mask_BP.sum() + everyone.mask_BN.sum())
   timing = {"perf/update_tok_s": update_tokens / max(t_end - t_up - (c_end - c_up), 1e-9),
             "perf/step_s": t_end - t0 - (c_end - c0), "perf/host_s": host_s, "perf/compile_s": c_end - c0,
             "time_s": t_end - ctx.t_start}
   check_faults(cfg, out, step, metrics)
-  out.decoded(step, ro)
-  host = {**role_host, **rollout_lib.rollout_stats(ro),
-          "perf/rollout_tok_s": float(ro.length_B.sum()) / max(ro.sample_s - c_roll, 1e-9), **ev}
+  out.decoded(step, everyone)
+  host = {**role_host, **rollout_lib.rollout_stats(everyone),
+          "perf/rollout_tok_s": float(everyone.length_B.sum()) / max(ro.sample_s - c_roll, 1e-9), **ev}
   pending = (step, metrics, host, timing)
   if state.step % cfg.checkpoint.every == 0 or state.step == cfg.rl.steps:
     state = write_line(out, state, pending)

@@ -6,6 +6,12 @@ row with the KV-cache sampler, decodes the responses, and scores them: `correct`
 (always), `rewards` from the configured reward (which may ignore correctness, as spurious-reward arms do).
 Response arrays are trimmed to the longest response rounded up to RESPONSE_BUCKET, so the update costs
 what the responses cost and compiles once per bucket.
+
+Multi-process runs: the global batch is the same whatever the process count (problems are a pure function
+of (seed, step)); process p owns the contiguous block of whole groups its devices hold
+(`parallel.process_rows`), places only those rows, reads back only those rows of the sampler's output, and
+decodes, verifies and rewards them. A `Rollout` holds the owned rows; `gather` makes the global view every
+process needs for the step's statistics and logged samples.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ RESPONSE_BUCKET = 32
 
 @dataclasses.dataclass
 class Rollout:
-  """One step's sampled and scored rows (host numpy arrays; B = prompts × group, N response slots)."""
+  """One step's sampled and scored rows (host numpy arrays; B = this process's rows, N response slots)."""
 
   problems: list[Problem]  # per row
   prompt_tokens_BP: np.ndarray  # int32, left-padded
@@ -47,6 +53,9 @@ class Rollout:
   group_size: int
   sample_s: float  # wall time of sampling (dispatch to fetched arrays)
   score_s: float  # wall time of decoding and scoring on the host
+  rows: slice = dataclasses.field(default_factory=lambda: slice(None))  # its rows of the global batch
+  global_rows: int = 0  # rows in the step's global batch (0: these rows are the whole batch)
+  batch_problems: list[Problem] | None = None  # per row of the step's global batch
 
   @property
   def ids(self) -> list[list[int]]:
@@ -60,32 +69,81 @@ def step_problems(cfg: Config, task: Task, step: int) -> list[Problem]:
   return [task.sample_problem(rng) for _ in range(cfg.rl.prompts_per_step)]
 
 
+def truncate(task: Task, tokens_BN: np.ndarray, mask_BN: np.ndarray, length_B: np.ndarray,
+             truncated_B: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """(mask, lengths, truncated) after the task's `truncate_responses` (text tasks cut at stop strings).
+
+  A task without the method keeps its responses; a response cut short has stopped (not truncated).
+  """
+  cut = getattr(task, "truncate_responses", None)
+  if cut is None:
+    return mask_BN, length_B, truncated_B
+  new = np.asarray(cut(tokens_BN, mask_BN), bool)
+  if new.shape != mask_BN.shape or (new & ~mask_BN).any():
+    raise ValueError(f"{type(task).__name__}.truncate_responses must return a mask of shape {mask_BN.shape} "
+                     "that is never longer than the sampler's")
+  length = new.sum(axis=1).astype(length_B.dtype)
+  return new, length, truncated_B & (length == length_B)
+
+
+def _in_global_batch(local: list, rows: slice, n: int, blank) -> list:
+  """`local` at positions `rows` of an n-long list, `blank` elsewhere (scoring keeps global row indices)."""
+  out = [blank] * n
+  out[rows] = local
+  return out
+
+
 def rollout(cfg: Config, task: Task, mesh, sample: Callable, params, key: jax.Array, step: int) -> Rollout:
-  """Samples and scores step `step`'s groups with `params` (key: the run's base key)."""
+  """Samples and scores this process's rows of step `step`'s groups with `params` (key: the run's base key)."""
   g = cfg.rl.group_size
   problems = step_problems(cfg, task, step)
-  prompts = data.prompt_batch(task, problems, repeat=g)
+  prompts = data.prompt_batch(task, problems, repeat=g)  # every row: the global padded width
   if prompts["tokens"].shape[1] + cfg.sampling.max_new_tokens > cfg.model.max_seq_len:
     raise ValueError(f"step {step}: prompts of {prompts['tokens'].shape[1]} tokens plus "
                      f"sampling.max_new_tokens={cfg.sampling.max_new_tokens} exceed model.max_seq_len="
                      f"{cfg.model.max_seq_len}")
+  n_rows = len(problems) * g
+  rows = parallel.process_rows(mesh, n_rows, multiple=g)
   t0 = time.time()
-  dev = parallel.shard_batch(mesh, prompts)
+  dev = parallel.place_rows(mesh, {k: v[rows] for k, v in prompts.items()}, n_rows)
   out = sample(params, dev["tokens"], dev["mask"],
                jax.random.fold_in(jax.random.fold_in(key, ROLLOUT_PURPOSE), step))
-  out = jax.device_get(out)
+  out = {k: parallel.fetch_rows(v, rows) for k, v in out.items()}
   t1 = time.time()
-  rows = [p for p in problems for _ in range(g)]
-  texts = decode_rows(task, out["tokens"], out["length"])
-  correct = rewards_lib.verify_all(task, rows, texts)
-  rewards = rewards_lib.compute(rewards_lib.RewardContext(task, rows, texts, correct, g, step, cfg.reward))
-  n = min(out["tokens"].shape[1], -(-int(out["length"].max()) // RESPONSE_BUCKET) * RESPONSE_BUCKET)
+  mask, length, truncated = truncate(task, out["tokens"], out["mask"], out["length"], out["truncated"])
+  all_rows = [p for p in problems for _ in range(g)]
+  mine = all_rows[rows]
+  texts = decode_rows(task, out["tokens"], length)
+  correct = rewards_lib.verify_all(task, mine, texts)
+  # Rewards see the global batch's row indices (a per-batch stream, e.g. the random reward, draws the same
+  # values whatever the process count); rows other processes own are blank and not read back.
+  ctx = rewards_lib.RewardContext(task, all_rows, _in_global_batch(texts, rows, n_rows, ""),
+                                  np.array(_in_global_batch(list(correct), rows, n_rows, False), bool), g,
+                                  step, cfg.reward)
+  rewards = rewards_lib.compute(ctx)[rows]
+  longest = int(parallel.allgather(np.array([length.max(initial=0)])).max())  # the same width everywhere
+  n = min(out["tokens"].shape[1], -(-longest // RESPONSE_BUCKET) * RESPONSE_BUCKET)
   return Rollout(
-      problems=rows, prompt_tokens_BP=prompts["tokens"], prompt_mask_BP=prompts["mask"],
-      tokens_BN=out["tokens"][:, :n], mask_BN=out["mask"][:, :n], logp_BN=out["logp"][:, :n],
-      entropy_BN=out["entropy"][:, :n], length_B=out["length"], truncated_B=out["truncated"], texts=texts,
-      correct_B=correct, rewards_B=rewards, group_size=g, sample_s=t1 - t0, score_s=time.time() - t1)
+      problems=mine, prompt_tokens_BP=prompts["tokens"][rows], prompt_mask_BP=prompts["mask"][rows],
+      tokens_BN=out["tokens"][:, :n], mask_BN=mask[:, :n], logp_BN=out["logp"][:, :n],
+      entropy_BN=out["entropy"][:, :n], length_B=length, truncated_B=truncated, texts=texts,
+      correct_B=correct, rewards_B=rewards, group_size=g, sample_s=t1 - t0, score_s=time.time() - t1,
+      rows=rows, global_rows=n_rows, batch_problems=all_rows)
 
+
+def gather(ro: Rollout, roles_BN: np.ndarray) -> tuple[Rollout, np.ndarray]:
+  """(the step's whole rollout, its roles) on every process, from each process's rows (identity on one)."""
+  if jax.process_count() == 1:
+    return ro, roles_BN
+  arrays = parallel.allgather({
+      "prompt_tokens_BP": ro.prompt_tokens_BP, "prompt_mask_BP": ro.prompt_mask_BP, "tokens_BN": ro.tokens_BN,
+      "mask_BN": ro.mask_BN, "logp_BN": ro.logp_BN, "entropy_BN": ro.entropy_BN, "length_B": ro.length_B,
+      "truncated_B": ro.truncated_B, "correct_B": ro.correct_B, "rewards_B": ro.rewards_B, "roles": roles_BN})
+  if len(arrays["length_B"]) != ro.global_rows:
+    raise ValueError(f"gathered {len(arrays['length_B'])} rows, the step has {ro.global_rows}")
+  roles = arrays.pop("roles")
+  return dataclasses.replace(ro, **arrays, problems=list(ro.batch_problems),
+                             texts=parallel.allgather_objects(ro.texts), rows=slice(None), global_rows=0), roles
 
 def rollout_stats(ro: Rollout) -> dict[str, float]:
   """Host-side statistics of a rollout (metrics.jsonl keys; docs/metrics.md)."""
