@@ -91,6 +91,13 @@ def test_prompt_ids_chat_and_plain(task):
   assert (batch["tokens"][~batch["mask"]] == tok.pad_id).all()
 
 
+def test_bucket_widths():
+  # multiples of 16 up to 128 tokens (synthetic prompts unchanged), then a quarter of the octave
+  got = [data_lib.bucket_width(n) for n in (1, 16, 17, 100, 128, 129, 160, 161, 256, 257, 400, 513)]
+  assert got == [16, 16, 32, 112, 128, 160, 160, 192, 256, 320, 448, 640]
+  assert all(n <= data_lib.bucket_width(n) <= max(1.25 * n, n + 15) for n in range(1, 5000))
+
+
 def test_truncate_responses_cuts_after_the_stop_string(task):
   tok = task.tokenizer
   rows = ["#### 18" + STOP + " Natalia sold", "no stop here at all", "x" + STOP]
