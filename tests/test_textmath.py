@@ -121,6 +121,25 @@ def test_truncate_responses_cuts_after_the_stop_string(task):
   assert (countdown.truncate_responses(tokens, mask) == mask).all()
 
 
+def test_hostile_ids_and_text(task):
+  """test_tasks.py's invariants for synthetic tasks, on the checkpoint's tokenizer."""
+  rng = np.random.default_rng(0)
+  p = task.train[0]
+  assert task.problem_from_dict(task.problem_to_dict(p)) == p
+  for _ in range(100):
+    ids = rng.integers(0, task.tokenizer.vocab_size + 5, rng.integers(0, 60))  # past the vocabulary too
+    roles = task.token_roles(ids)
+    assert roles.shape == ids.shape and roles.dtype == np.int8 and set(roles.tolist()) <= {0, 1, 2}
+    text = task.tokenizer.decode(ids[ids < task.tokenizer.vocab_size])
+    assert isinstance(task.verify(p, text), bool)
+    task.extract_answer(text)
+  tok = task.tokenizer
+  assert task.token_roles([tok.eos_id, tok.pad_id]).tolist() == [base.OTHER] * 2
+  assert p.answer == "72" and task.verify(p, "\x00#### 72")
+  for text in ["\x00#### 71", "#### \u0661", "#### " + "9" * 100_000, "\\boxed{" * 10_000, "x" * (1 << 21)]:
+    assert not task.verify(p, text)
+
+
 def test_eval_set_comes_from_the_test_file(task):
   a = evalsets.load_eval_set(task, 6, seed=0)
   assert a == evalsets.load_eval_set(task, 6, seed=0) and a != evalsets.load_eval_set(task, 6, seed=1)
