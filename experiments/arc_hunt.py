@@ -1,0 +1,76 @@
+"""The arc hunt: settings that could produce HICRA's two-phase arc on countdown (issue #15, item 2).
+
+Each variant is one RL arm; run it with at least three seeds and read the phase detector's verdict on
+the per-prompt strategy signal (`strategy/entropy`, docs/phases.md) beside held-out pass@k:
+
+    for seed in 0 1 2; do
+      python -m rldyn.main --config=experiments/arc_hunt.py:diverse --config.seed=$seed \
+          --workdir=/tmp/rldyn/arc/diverse_s$seed
+      python -m rldyn.phases --workdir=/tmp/rldyn/arc/diverse_s$seed
+      python -m rldyn.replay --workdir=/tmp/rldyn/arc/diverse_s$seed
+    done
+
+The objective arms (passk, entropy, hicra, placebo) use the `diverse` prior, so they can share its base:
+pretrain once (`--config=experiments/arc_hunt.py:diverse --config.stage=pretrain --workdir=BASE`) and
+pass `--config.base_workdir=BASE` to each. `single` and `rare_long` change the reference traces, so
+each pretrains its own base.
+
+Variants (append `,smoke` for the CPU/CI size, e.g. `rare_long,smoke`):
+  diverse    base pretrained on the default strategy mix (greedy 0.5, dfs 0.25, random 0.25); GRPO.
+  single     base pretrained on one strategy (dfs only); GRPO.
+  rare_long  base pretrained on mostly short greedy traces with 5 % full random-order searches, on
+             4-number problems (the edge of the small model's competence); GRPO. The issue's numbers
+             3 -> 5 curriculum and pass-rate-band dynamic sampling are not wired in the loop yet
+             (`rl.dynamic_sampling` is a placeholder), so this arm tests the prior alone.
+  passk      `diverse` with pass@k advantages (k = 4): rewards a group for its best response.
+  entropy    `diverse` with entropy-advantage shaping A + min(α·H, |A|/κ).
+  hicra      `diverse` with HICRA (A + α|A| on structural planning tokens, α = 0.2).
+  placebo    `hicra` on a random mask of the same density.
+Predictions are stated per variant in experiments/README.md.
+"""
+
+from rldyn import config as config_lib
+
+VARIANTS = ("diverse", "single", "rare_long", "passk", "entropy", "hicra", "placebo")
+
+
+def _mix(c, **weights) -> None:
+  """Sets the reference strategy mix; strategies not named get weight 0."""
+  for name in ("dfs", "greedy", "random"):
+    c.task.options.strategy_mix[name] = float(weights.get(name, 0.0))
+
+
+def get_config(arg: str = "diverse"):
+  parts = [p for p in arg.split(",") if p]
+  variant = parts[0] if parts else "diverse"
+  if variant not in VARIANTS or any(p != "smoke" for p in parts[1:]):
+    raise ValueError(f"unknown variant {arg!r}; valid: one of {VARIANTS}, optionally followed by ',smoke'")
+  c = config_lib.default()
+  smoke = "smoke" in parts[1:]
+  if smoke:
+    config_lib.shrink(c)
+  else:
+    c.rl.steps = 600  # long enough for a consolidation and a second regime at CPU scale
+    c.checkpoint.every = 100
+    c.eval.every = 25
+  if variant == "single":
+    _mix(c, dfs=1.0)
+  elif variant == "rare_long":
+    _mix(c, greedy=0.95, random=0.05)
+    if not smoke:
+      c.task.options.num_count = 4
+      c.task.options.budget = 12
+      c.sampling.max_new_tokens = 192
+      c.pretrain.seq_len = 256
+  elif variant == "passk":
+    c.advantage.name = "passk"
+    c.advantage.pass_k = 4
+  elif variant == "entropy":
+    c.advantage.transform = "entropy"
+  elif variant in ("hicra", "placebo"):
+    c.advantage.transform = "hicra"
+    c.advantage.hicra_alpha = 0.2
+    if variant == "placebo":
+      c.roles.tagger = "placebo"
+      c.roles.placebo_of = "structural"
+  return c
