@@ -60,9 +60,12 @@ class TaskConfig:
   eval_size: int = 200  # held-out problems in the TFDS eval set
   eval_seed: int = 0  # which held-out set
   data_dir: str = ""  # where TFDS eval sets are materialised ("" = ~/.cache/rldyn/tfds)
+  fixed_problem: str = ""  # one-shot RLVR: train on this one problem (JSON or uid; rldyn.tasks.oneshot; not wired yet)
 
   def __post_init__(self):
     _positive("task.eval_size", self.eval_size)
+    if self.fixed_problem:  # remove when rldyn.launch wraps the task (rldyn.tasks.oneshot.wrap)
+      raise ConfigError("task.fixed_problem is not wired into the launcher yet (issue #14); leave it empty")
 
   @property
   def kwargs(self) -> dict:
@@ -113,6 +116,11 @@ class RLConfig:
   prompts_per_step: int = 16  # prompts per rollout batch
   group_size: int = 8  # responses per prompt (GRPO group)
   updates_per_batch: int = 2  # minibatches per rollout batch, one optimizer update each
+  dynamic_sampling: bool = False  # drop groups whose rewards are all equal, refill (credit.dynamic_sampling; not wired yet)
+  refill_rounds: int = 3  # dynamic sampling: most extra rollout rounds per step before padding
+  ref_reset_every: int = 0  # hard reference reset every N steps (0 = off; credit.should_reset; not wired yet)
+  ref_reset_patience: int = 0  # reset when eval/pass@1 has not improved by ref_reset_delta for this many evals (0 = off)
+  ref_reset_delta: float = 0.0  # the improvement that counts for ref_reset_patience
   micro_batches: int = 1  # gradient-accumulation micro-batches per minibatch (same update, less memory)
   optim: OptimConfig = OptimConfig(lr=1e-4, warmup_steps=0, decay="constant", weight_decay=0.0,
                                    b2=0.999)  # AdamW, constant lr
@@ -121,6 +129,11 @@ class RLConfig:
     for k in ("steps", "prompts_per_step", "group_size", "updates_per_batch", "micro_batches"):
       if getattr(self, k) <= 0:
         raise ConfigError(f"rl.{k} must be positive, got {getattr(self, k)}")
+    if self.refill_rounds < 0 or self.ref_reset_every < 0 or self.ref_reset_patience < 0:
+      raise ConfigError("rl.refill_rounds, rl.ref_reset_every and rl.ref_reset_patience must be >= 0")
+    for k in ("dynamic_sampling", "ref_reset_every", "ref_reset_patience"):  # remove each when the loop wires it
+      if getattr(self, k):
+        raise ConfigError(f"rl.{k} is not wired into the RL loop yet (issue #14); leave it at its default")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,10 +141,13 @@ class RewardConfig:
   name: str = "ground_truth"  # a name from rldyn.rl.rewards.REWARDS
   random_p: float = 0.5  # Bernoulli γ of the `random` reward
   seed: int = 0  # seed of the reward's own randomness (random reward, wrong labels)
+  kl_coef: float = 0.0  # β of the KL reward penalty r − β·Σ_t k1_t (credit.kl_reward_penalty; not wired yet)
 
   def __post_init__(self):
     if not 0.0 <= self.random_p <= 1.0:
       raise ConfigError(f"reward.random_p is a probability, in [0, 1]; got {self.random_p}")
+    if self.kl_coef:  # remove when the loop passes reference log-probs to credit
+      raise ConfigError("reward.kl_coef is not wired into the RL loop yet (issue #14); use loss.kl_coef")
 
 
 @dataclasses.dataclass(frozen=True)

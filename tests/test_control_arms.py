@@ -492,3 +492,143 @@ def test_default_graphs_are_unchanged(lcfg):
     return str(jax.make_jaxpr(g)(params, mb))
 
   assert jaxpr(S.policy_loss) == jaxpr(_original_policy_loss)
+
+
+# ---- loop-level arms: KL reward penalty, dynamic sampling, reference reset (rldyn.rl.credit) -----------
+
+from rldyn import config as config_lib  # noqa: E402
+from rldyn.rl import credit as C  # noqa: E402
+from rldyn.rl import verifree as V  # noqa: E402
+
+
+def test_zero_reward_gives_zero_advantages():
+  task = make_task("arithmetic")
+  ps = [p for p in _problems(task, 2) for _ in range(2)]
+  r = R.compute(_ctx(task, ps, ["x", "y", "z", "w"], 2, "zero"))
+  assert r.tolist() == [0.0] * 4 and np.all(np.asarray(A.grpo(r.reshape(2, 2))) == 0)
+
+
+def test_kl_reward_penalty_by_hand():
+  old = np.array([[-1.0, -2.0, -0.5], [-0.1, -0.2, -30.0]], np.float32)
+  ref = np.array([[-1.5, -1.0, -9.0], [-0.1, -0.4, 0.0]], np.float32)
+  mask = np.array([[1, 1, 0], [1, 1, 1]], np.float32)
+  r = np.array([1.0, 0.0], np.float32)
+  pen, kl = C.kl_reward_penalty(r, old, ref, mask, beta=0.1)
+  # row 0: k1 = 0.5 − 1.0 (third token masked) = −0.5; row 1: 0 + 0.2 + clamp(−30, ±10) = −9.8
+  np.testing.assert_allclose(kl, [-0.5, -9.8], rtol=1e-6)
+  np.testing.assert_allclose(pen, [1.05, 0.98], rtol=1e-6)
+  np.testing.assert_array_equal(C.kl_reward_penalty(r, old, old, mask, 0.5)[0], r)  # θ = θ_ref: no penalty
+  with pytest.raises(ValueError, match="beta >= 0"):
+    C.kl_reward_penalty(r, old, ref, mask, -1.0)
+
+
+def test_dynamic_sampling_keeps_informative_groups_and_refills():
+  r0 = np.array([[1, 1], [0, 1], [0, 0], [1, 0]], np.float32)  # groups 1 and 3 informative
+  assert C.informative_groups(r0).tolist() == [False, True, False, True]
+  sel, done = C.dynamic_sampling([r0], target=4, max_rounds=2)
+  assert sel == [(0, 1), (0, 3)] and not done
+  r1 = np.array([[0, 0], [1, 0], [0, 1], [1, 1]], np.float32)
+  sel, done = C.dynamic_sampling([r0, r1], target=4, max_rounds=2)
+  assert sel == [(0, 1), (0, 3), (1, 1), (1, 2)] and done
+  # cap reached short of the target: pad with the earliest dropped groups (zero advantage), same shape
+  dead = np.ones((4, 2), np.float32)
+  sel, done = C.dynamic_sampling([r0, dead], target=4, max_rounds=1)
+  assert done and sel == [(0, 1), (0, 3), (0, 0), (0, 2)]
+  assert C.dynamic_sampling([r0], target=2, max_rounds=0) == ([(0, 1), (0, 3)], True)
+  assert C.dynamic_sampling([dead], target=2, max_rounds=0) == ([(0, 0), (0, 1)], True)
+  # refill streams are deterministic and differ from the step's own stream and from each other
+  a, b = C.refill_stream(0, 5, 1).random(3), C.refill_stream(0, 5, 1).random(3)
+  np.testing.assert_array_equal(a, b)
+  assert not np.allclose(a, C.refill_stream(0, 5, 2).random(3))
+  assert not np.allclose(a, np.random.default_rng([0, 1, 5]).random(3))
+  with pytest.raises(ValueError, match="count from 1"):
+    C.refill_stream(0, 5, 0)
+
+
+def test_should_reset_schedule_and_plateau():
+  assert not C.should_reset(0, [], every=10, patience=0, delta=0.0)
+  assert C.should_reset(10, [], every=10, patience=0, delta=0.0)
+  assert not C.should_reset(15, [], every=10, patience=0, delta=0.0, last_reset=10)
+  assert C.should_reset(20, [], every=10, patience=0, delta=0.0, last_reset=10)
+  h = [(0, 0.10), (10, 0.20), (20, 0.21), (30, 0.19)]
+  # best before the last 2 evals = 0.20; the last two (0.21, 0.19) improve by 0.01: a plateau iff δ >= 0.01
+  assert C.should_reset(30, h, every=0, patience=2, delta=0.02)
+  assert not C.should_reset(30, h, every=0, patience=2, delta=0.005)
+  assert not C.should_reset(25, h, every=0, patience=2, delta=0.02)  # not an evaluation step
+  assert not C.should_reset(30, h, every=0, patience=3, delta=0.02)  # needs patience + 1 evals
+  assert not C.should_reset(30, h, every=0, patience=2, delta=0.02, last_reset=20)  # too few since reset
+  assert not C.should_reset(30, h, every=0, patience=0, delta=1.0)
+
+
+def test_unwired_loop_keys_are_refused():
+  for section, key, value in (("rl", "dynamic_sampling", True), ("rl", "ref_reset_every", 5),
+                              ("rl", "ref_reset_patience", 2), ("reward", "kl_coef", 0.1),
+                              ("task", "fixed_problem", "countdown/0")):
+    c = config_lib.default()
+    c[section][key] = value
+    with pytest.raises(config_lib.ConfigError, match="not wired"):
+      config_lib.load(c, vocab_size=10, pad_id=0, stop_tokens=(1,))
+
+
+# ---- VeriFree ------------------------------------------------------------------------------------------
+
+def test_verifree_split_reward_and_weights_by_hand():
+  assert V.split_at_marker([5, 6, 7, 8, 9], [7, 8]) == 4
+  assert V.split_at_marker([5, 6, 7], [7, 8]) is None
+  logp = np.log(np.array([[0.5, 0.8, 1.0], [0.2, 1.0, 1.0], [0.9, 0.9, 0.9]], np.float32))
+  mask = np.array([[1, 1, 0], [1, 0, 0], [1, 1, 1]], np.float32)
+  r = V.reward(logp, mask, np.array([True, True, False]))
+  np.testing.assert_allclose(r, [0.4, 0.2, 0.0], rtol=1e-6)  # 0.5·0.8; 0.2; no marker -> 0
+  a, w = V.weights(r, 3)
+  np.testing.assert_allclose(a, [0.4 - 0.1, 0.2 - 0.2, 0.0 - 0.3], atol=1e-7)  # R_i − mean_{j≠i} R_j
+  assert abs(a.sum()) < 1e-6 and np.array_equal(w, r)
+  with pytest.raises(ValueError, match="group_size"):
+    V.weights(r, 2)
+
+
+def test_verifree_surrogate_gradient_by_hand():
+  """Gradient of the surrogate w.r.t. per-row log-probs is −w/(B·L_max) on each masked token."""
+  lz = jnp.array([[-1.0, -2.0], [-0.5, -0.5]])
+  ly = jnp.array([[-0.3], [-0.7]])
+  mz, my = jnp.array([[1.0, 0.0], [1.0, 1.0]]), jnp.ones((2, 1))
+  a, r = np.array([0.3, -0.3], np.float32), np.array([0.6, 0.2], np.float32)
+  gz, gy = jax.grad(lambda z, y: V.surrogate(z, mz, y, my, a, r, max_len=4), argnums=(0, 1))(lz, ly)
+  np.testing.assert_allclose(gz, -np.array([[0.3, 0.0], [-0.3, -0.3]]) / 8, atol=1e-7)
+  np.testing.assert_allclose(gy, -np.array([[0.6], [0.2]]) / 8, atol=1e-7)
+
+
+def test_verifree_estimator_is_unbiased_with_lower_variance_than_the_verifier():
+  """Toy categorical model: z ~ π(z), y ~ π(y|z), y* = 0. Both single-sample estimators (verifier:
+  1[y = y*]∇log π(z, y); VeriFree: the surrogate's gradient with R = π(y*|z), no baseline) have mean ∇J,
+  J = Σ_z π(z)π(y*|z); VeriFree's total variance is smaller (Rao-Blackwellisation; exact enumeration)."""
+  rng = np.random.default_rng(0)
+  theta = {"z": jnp.asarray(rng.normal(size=3), jnp.float32), "y": jnp.asarray(rng.normal(size=(3, 4)), jnp.float32)}
+  flat = lambda g: np.concatenate([np.ravel(g["z"]), np.ravel(g["y"])])  # noqa: E731
+  pz = np.asarray(jax.nn.softmax(theta["z"]))
+  py = np.asarray(jax.nn.softmax(theta["y"], axis=-1))
+  grad_j = flat(jax.grad(lambda t: (jax.nn.softmax(t["z"]) * jax.nn.softmax(t["y"], -1)[:, 0]).sum())(theta))
+
+  def logp(t, z, y):
+    return jax.nn.log_softmax(t["z"])[z], jax.nn.log_softmax(t["y"][z])[y]
+
+  @jax.jit
+  def vf_grad(t, z, rz):
+    one = jnp.ones((1, 1))
+    return jax.grad(lambda t: -V.surrogate(logp(t, z, 0)[0][None, None], one, logp(t, z, 0)[1][None, None], one,
+                                           rz[None], rz[None], 1))(t)
+
+  ver_grad = jax.jit(jax.grad(lambda t, z, y: sum(logp(t, z, y))))
+  vf, ver = [], []
+  for z in range(3):
+    vf.append((pz[z], flat(vf_grad(theta, z, jnp.float32(py[z, 0])))))
+    for y in range(4):
+      ver.append((pz[z] * py[z, y], flat(ver_grad(theta, z, y)) * (y == 0)))
+
+  def moments(samples):
+    mean = sum(p * g for p, g in samples)
+    return mean, sum(p * float(g @ g) for p, g in samples) - float(mean @ mean)
+
+  (m_vf, var_vf), (m_ver, var_ver) = moments(vf), moments(ver)
+  np.testing.assert_allclose(m_vf, grad_j, atol=1e-6)
+  np.testing.assert_allclose(m_ver, grad_j, atol=1e-6)
+  assert var_vf < var_ver, (var_vf, var_ver)

@@ -9,6 +9,7 @@ logged separately from the reward, so spurious-reward arms stay measurable.
   ground_truth   1 iff the task's verifier accepts the response
   format         1 iff the response has a well-formed final answer (correct or not)
   random         Bernoulli(γ = reward.random_p), independent of the output; seeded by (reward.seed, step)
+  zero           0 for every response: no reward signal (the entropy-only arm: loss.entropy_coef > 0)
   incorrect_label  1 iff the response's answer is a fixed WRONG label of its problem (`wrong_label`)
   majority_vote  1 iff the response's answer is its group's most common answer (Shao et al. 2025)
 
@@ -63,6 +64,12 @@ def format_only(ctx: RewardContext) -> np.ndarray:
 def random_reward(ctx: RewardContext) -> np.ndarray:
   rng = np.random.default_rng([ctx.cfg.seed, ctx.step])
   return (rng.random(len(ctx.texts)) < ctx.cfg.random_p).astype(np.float32)
+
+
+@REWARDS.register("zero")
+def zero(ctx: RewardContext) -> np.ndarray:
+  """No reward: every advantage is 0, so only the loss's other terms (entropy bonus, KL) train the policy."""
+  return np.zeros(len(ctx.texts), np.float32)
 
 
 # ---- answers and labels --------------------------------------------------------------------------------
