@@ -120,6 +120,9 @@ def test_metrics_by_hand():
     strategy.strategy_metrics(strats, correct, 3)
   with pytest.raises(ValueError, match="correctness flags"):
     strategy.strategy_metrics(strats, correct[:-1], 4)
+  task = make_task("countdown")
+  with pytest.raises(ValueError, match="need one each"):
+    strategy.step_strategy_metrics(task, None, [[5], [6]], ["a", "b"], None, [True], 1)
 
 
 def test_text_recipe_uses_strategic_gram_groups():
@@ -199,3 +202,40 @@ def test_diverse_prior_reads_more_diverse_than_a_single_strategy():
   assert ms["strategy/first_move_entropy"] == 0.0 < mm["strategy/first_move_entropy"] - 0.5
   assert mm["strategy/distinct_per_prompt"] > ms["strategy/distinct_per_prompt"] + 1.5
   assert mm["strategy/entropy"] > ms["strategy/entropy"] + 0.2
+
+
+def _confounded_log(scenario, seed, steps=80, tau=35, prompts=8):
+  """Execution entropy falls until tau, then flat; after tau responses get longer (`length`: the
+  search may use 4 -> 30 tries) or strategies diversify (`strategy`: greedy only -> a mix)."""
+  rng = np.random.default_rng(seed)
+  recs = []
+  for t in range(steps):
+    u = max(0.0, (t - tau) / (steps - tau))
+    if scenario == "length":
+      task = make_task("countdown", budget=int(round(4 + 26 * u)))
+    else:
+      task = make_task("countdown", strategy_mix=(("greedy", 1 - 0.8 * u), ("dfs", 0.4 * u),
+                                                  ("random", 0.4 * u)))
+    ids, texts, correct = _countdown_batch(task, prompts, rng.integers(2**31))
+    new = strategy.step_strategy_metrics(task, None, ids, texts, None, correct, G)["strategy/entropy"]
+    ex = 0.8 + 1.2 * max(0.0, 1 - t / tau) ** 1.5 + 0.03 * rng.standard_normal()
+    recs.append((t, {"entropy/execution": ex, "semantic_entropy/planning": _old_semantic_entropy(task, ids),
+                     "strategy/entropy": new}))
+  return recs
+
+
+def test_detector_sees_diversification_but_not_longer_responses():
+  """The phase detector on its default signal (strategy/entropy): no arc when only the length grows
+  after tau (the old pooled signal reports one), an arc near tau when strategies really diversify.
+  Seed 0 at this small size (8 prompts × 8, 80 steps); over seeds 0-5: longer responses alone read as
+  an arc 1/6 times on strategy/entropy and 6/6 on semantic_entropy/planning, diversification 5/6 and
+  6/6 (docs/phases.md has the larger check)."""
+  from rldyn import phases  # pylint: disable=g-import-not-at-top
+  from rldyn.phases.detect import PhaseConfig, SignalSpec  # pylint: disable=g-import-not-at-top
+  recs = _confounded_log("length", 0)
+  assert not phases.detect(recs).detected  # the default reads strategy/entropy
+  old = PhaseConfig(signals=(SignalSpec("entropy/execution", "execution"),
+                             SignalSpec("semantic_entropy/planning", "planning")))
+  assert phases.detect(recs, old).detected
+  r = phases.detect(_confounded_log("strategy", 0))
+  assert r.detected and abs(r.boundary_step - 35) <= 8 and "strategy/entropy" in r.signals

@@ -5,7 +5,9 @@ groups used in a step's responses, H = −Σ_g p_g log p_g; m equally used group
 
 Until a strategic-gram lexicon is configured, the groups are the task's planning units: each maximal
 run of consecutive planning tokens in a response (e.g. `try 5 * 3`) is one use of the group named by
-its token ids.
+its token ids. Pooled over the step's prompts and operands included, this value grows with the number
+of prompts and the response length; rldyn/metrics/strategy.py estimates strategy diversity per prompt
+on operand-free strategy types (`strategy/*`), which the phase detector reads by default.
 """
 
 from __future__ import annotations

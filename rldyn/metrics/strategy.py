@@ -17,9 +17,9 @@ strategy type and estimate per prompt, over its group of G responses, averaged o
     strategy/units_per_response       mean number of strategy-type uses per response (context)
 
 Strategy types (`response_strategies`):
-  text recipe (a tagger with a strategic-gram `matcher`: the lexicon tagger): each strategic-gram occurrence
-      (leftmost-longest, non-overlapping) is one use of its lexicon group; first move = the first group
-      used; a correct solution is the response's sequence of groups.
+  text recipe (a tagger with a strategic-gram `matcher`: the lexicon tagger): each strategic-gram
+      occurrence (leftmost-longest, non-overlapping) is one use of its lexicon group; first move = the
+      first group used; a correct solution is the response's sequence of groups.
   countdown: `try <op>` per move (which operation: + - * /, `?` when the choice is malformed; the
       operands are dropped), `back` per backtrack (a run of `back`s, one per level, is one event),
       `no`, `goal`, `fail`; first move = the first `try`'s move with its operands (`3 * 5`; + and *
@@ -142,8 +142,9 @@ def countdown_solution(text: str) -> str | None:
     return None
 
 
-def countdown_strategy(tokens: Sequence[str], text: str) -> ResponseStrategy:
-  """Strategy types of a countdown response given as token strings (see the module docstring)."""
+def countdown_strategy(tokens: Sequence[str], text: str, solve: bool = True) -> ResponseStrategy:
+  """Strategy types of a countdown response given as token strings (see the module docstring); the
+  solution is parsed only when `solve` (it matters only for correct responses)."""
   units: list[str] = []
   first = None
   i, n = 0, len(tokens)
@@ -166,7 +167,7 @@ def countdown_strategy(tokens: Sequence[str], text: str) -> ResponseStrategy:
       units.append(t)
       if first is None and t == "fail":
         first = t
-  return ResponseStrategy(tuple(units), first, countdown_solution(text))
+  return ResponseStrategy(tuple(units), first, countdown_solution(text) if solve else None)
 
 
 def arithmetic_strategy(tokens: Sequence[str]) -> ResponseStrategy:
@@ -209,20 +210,26 @@ def generic_strategy(tokens: Sequence[str], roles: Sequence[int]) -> ResponseStr
 
 
 def response_strategies(task: Any, tagger: Any, ids: Sequence[Sequence[int]], texts: Sequence[str],
-                        roles_BN: np.ndarray | None = None) -> list[ResponseStrategy]:
+                        roles_BN: np.ndarray | None = None,
+                        correct_B: Sequence[bool] | None = None) -> list[ResponseStrategy]:
   """Each response's strategy (module docstring): the text recipe for a tagger with a `matcher`,
-  else the task's own abstraction (countdown, arithmetic) or planning runs without digits."""
+  else the task's own abstraction (countdown, arithmetic) or planning runs without digits. With
+  `correct_B`, countdown solutions are parsed for the correct responses only."""
+  if len(texts) != len(ids) or (correct_B is not None and len(correct_B) != len(ids)):
+    raise ValueError(f"{len(ids)} responses, {len(texts)} texts and "
+                     f"{'-' if correct_B is None else len(correct_B)} correctness flags: need one each")
   if hasattr(tagger, "matcher"):  # strategic-gram groups of the lexicon tagger
     uses = tagger.matcher.uses_batch(list(texts))
     return [ResponseStrategy(tuple(u), u[0] if u else None, tuple(u)) for u in uses]
-  tok = task.tokenizer
-  vocab = tok.vocab_size
+  vocab = task.tokenizer.vocab
+  size = len(vocab)
 
   def strings(x):
-    return [tok.id_to_token(int(t)) if 0 <= int(t) < vocab else "<oov>" for t in x]
+    return [vocab[t] if 0 <= t < size else "<oov>" for t in map(int, x)]
 
   if task.name == "countdown":
-    return [countdown_strategy(strings(x), text) for x, text in zip(ids, texts)]
+    solve = [True] * len(ids) if correct_B is None else [bool(c) for c in correct_B]
+    return [countdown_strategy(strings(x), text, ok) for x, text, ok in zip(ids, texts, solve)]
   if task.name == "arithmetic":
     return [arithmetic_strategy(strings(x)) for x in ids]
   if roles_BN is None:
@@ -284,5 +291,6 @@ def step_strategy_metrics(task: Any, tagger: Any, ids: Sequence[Sequence[int]], 
     correct_B: the verifier's verdict per response.
     group_size: G, responses per prompt.
   """
-  return strategy_metrics(response_strategies(task, tagger, ids, texts, roles_BN),
-                          np.asarray(correct_B, bool), group_size)
+  correct_B = np.asarray(correct_B, bool)
+  return strategy_metrics(response_strategies(task, tagger, ids, texts, roles_BN, correct_B), correct_B,
+                          group_size)

@@ -27,8 +27,9 @@ two-regime curve with a breakpoint tau *shared by all signals*:
 * execution signals (`entropy/execution`, `ppl/execution_rel`): a decay before
   tau -- linear or exponential, curvature kappa_j chosen from a grid -- and a
   free linear slope after it;
-* planning (`semantic_entropy/planning`): a free linear slope before tau (flat,
-  or dipping) and a rise after it -- linear, saturating or accelerating;
+* planning (`strategy/entropy`; logs without it: `semantic_entropy/planning`):
+  a free linear slope before tau (flat, or dipping) and a rise after it --
+  linear, saturating or accelerating;
 * optionally `accuracy` (role `accuracy`; by default it is only reported).
 
 Curves are continuous at tau (a kink, not a jump). Noise is Gaussian with a
