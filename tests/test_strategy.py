@@ -46,13 +46,17 @@ def _countdown_means(task, prompts, total_prompts=128):
 
 
 def test_entropies_by_hand():
-  assert strategy.plugin_entropy([]) == 0.0 and strategy.miller_madow_entropy([0, 0]) == 0.0
-  assert strategy.plugin_entropy([5]) == 0.0 and strategy.miller_madow_entropy([5]) == 0.0
+  cs = strategy.chao_shen_entropy
+  assert strategy.plugin_entropy([]) == 0.0 and cs([0, 0]) == 0.0
+  assert strategy.plugin_entropy([5]) == 0.0 and cs([5]) == 0.0 and cs([1]) == 0.0
   assert strategy.plugin_entropy([2, 2, 2]) == pytest.approx(math.log(3))
-  # K = 3 types over N = 6 uses: + (3 - 1) / 12.
-  assert strategy.miller_madow_entropy([2, 2, 2, 0]) == pytest.approx(math.log(3) + 2 / 12)
-  p = np.array([3, 1]) / 4
-  assert strategy.miller_madow_entropy([3, 1]) == pytest.approx(-(p * np.log(p)).sum() + 1 / 8)
+  # No singletons: coverage 1, p = 1/3, N = 6: each term divided by 1 - (2/3)^6.
+  assert cs([2, 2, 2, 0]) == pytest.approx(math.log(3) / (1 - (2 / 3) ** 6))
+  # One singleton of N = 4: coverage 3/4, p = (9/16, 3/16).
+  want = sum(-p * math.log(p) / (1 - (1 - p) ** 4) for p in (9 / 16, 3 / 16))
+  assert cs([3, 1]) == pytest.approx(want)
+  # All singletons: f1 = N - 1 = 1, coverage 1/2, p = (1/4, 1/4), N = 2.
+  assert cs([1, 1]) == pytest.approx(2 * (-0.25 * math.log(0.25)) / (1 - 0.75 ** 2))
 
 
 def test_countdown_strategy_types_by_hand():
@@ -107,7 +111,7 @@ def test_metrics_by_hand():
             s("cc", "z", None), s("c", "z", None), s("", None, None), s("", None, None)]
   correct = [True, True, False, True, False, False, False, False]
   m = strategy.strategy_metrics(strats, correct, 4)
-  h0 = math.log(2) + 1 / (2 * 6)  # prompt 0: a ×3, b ×3 over N = 6 uses
+  h0 = math.log(2) / (1 - 0.5 ** 6)  # prompt 0: a ×3, b ×3 over N = 6 uses, no singleton
   assert m["strategy/entropy"] == pytest.approx((h0 + 0.0) / 2)
   assert m["strategy/distinct_per_prompt"] == pytest.approx((3 + 3) / 2)  # {a, ab, b}, {cc, c, ()}
   assert m["strategy/distinct_correct_per_prompt"] == pytest.approx((2 + 0) / 2)  # {S, T}
@@ -132,12 +136,18 @@ def test_text_recipe_uses_strategic_gram_groups():
            for i in range(4)]
   ids = [task.tokenizer.encode(t) for t in texts]
   got = strategy.response_strategies(task, tagger, ids, texts)
-  want = tagger.matcher.uses_batch(texts)
+  types = strategy.group_types(tagger.lexicon)
+  want = [[types[g] for g in u] for u in tagger.matcher.uses_batch(texts)]
   assert [s.units for s in got] == [tuple(u) for u in want]
   assert [s.first for s in got] == [u[0] if u else None for u in want]
   m = strategy.step_strategy_metrics(task, tagger, ids, texts, None, [False] * 4, 4)
   counts = list(Counter(g for u in want for g in u).values())
-  assert m["strategy/entropy"] == pytest.approx(strategy.miller_madow_entropy(counts))
+  assert m["strategy/entropy"] == pytest.approx(strategy.chao_shen_entropy(counts))
+  # Mined exact-identity groups lose their operands; groups by meaning keep their ids.
+  by_ngram = {g.ngrams[0]: types[g.id] for g in tagger.lexicon.groups if len(g.ngrams) == 1}
+  assert by_ngram["- 4 ="] == by_ngram["- 5 ="] == "- # =" and by_ngram["no back try"] != "no back try"
+  math_types = strategy.group_types(roles_lib.load_lexicon("math_en"))
+  assert all(k == v for k, v in math_types.items()) and "backtrack" in math_types
 
 
 def test_invariant_to_prompts_per_step_on_the_countdown_generator():
@@ -239,3 +249,37 @@ def test_detector_sees_diversification_but_not_longer_responses():
   assert phases.detect(recs, old).detected
   r = phases.detect(_confounded_log("strategy", 0))
   assert r.detected and abs(r.boundary_step - 35) <= 8 and "strategy/entropy" in r.signals
+
+
+def test_text_recipe_estimates_the_true_entropy_at_any_length():
+  """Strategic-gram text (math_en groups, one phrase each, numbers between them) with L phrases per
+  response drawn from a per-prompt distribution over the 12 groups: within 0.05 nats of the true mean
+  entropy at L = 3 and L = 30; the plug-in is 0.15 nats low at L = 3."""
+  task = make_task("countdown")
+  tagger = roles_lib.make_tagger("lexicon", task, lexicon_path="math_en")
+  phrases = {}
+  for g in tagger.lexicon.groups:  # a phrase that the matcher reads as its own group
+    phrases[g.id] = next(ng for ng in sorted(g.ngrams, key=len)
+                         if tagger.matcher.uses_batch([ng]) == [[g.id]])
+  names = sorted(phrases)
+  rng = np.random.default_rng(0)
+  truths = [None] * 200
+  for length in (3, 30):
+    est, plug = [], []
+    for prompt in range(200):
+      p = np.random.default_rng(prompt).dirichlet(np.full(len(names), 0.5))
+      truths[prompt] = -(p[p > 0] * np.log(p[p > 0])).sum()
+      texts, want = [], []
+      for _ in range(G):
+        ev = rng.choice(len(names), size=length, p=p)
+        texts.append(" ".join(f"{phrases[names[e]]}, x {rng.integers(1, 99)} y {rng.integers(1, 99)}."
+                              for e in ev))
+        want.append(tuple(names[e] for e in ev))
+      strats = strategy.response_strategies(task, tagger, [[0]] * G, texts)
+      assert [s.units for s in strats] == want
+      est.append(strategy.strategy_metrics(strats, [False] * G, G)["strategy/entropy"])
+      plug.append(strategy.plugin_entropy(list(Counter(u for s in strats for u in s.units).values())))
+    truth = np.mean(truths)
+    assert abs(np.mean(est) - truth) < 0.05, (length, np.mean(est), truth)
+    if length == 3:
+      assert truth - np.mean(plug) > 0.15

@@ -7,7 +7,7 @@ pools every response of the step, so on countdown it mostly counts distinct numb
 number of prompts and the response length. The metrics here abstract each planning unit to its
 strategy type and estimate per prompt, over its group of G responses, averaged over prompts:
 
-    strategy/entropy                  mean over prompts of the Miller–Madow entropy of the group's
+    strategy/entropy                  mean over prompts of the Chao–Shen entropy of the group's
                                       strategy-type uses (below)
     strategy/distinct_per_prompt      mean over prompts of the number of distinct strategies (a
                                       response's strategy = its sequence of strategy types) in the group
@@ -18,8 +18,10 @@ strategy type and estimate per prompt, over its group of G responses, averaged o
 
 Strategy types (`response_strategies`):
   text recipe (a tagger with a strategic-gram `matcher`: the lexicon tagger): each strategic-gram
-      occurrence (leftmost-longest, non-overlapping) is one use of its lexicon group; first move = the
-      first group used; a correct solution is the response's sequence of groups.
+      occurrence (leftmost-longest, non-overlapping) is one use of its lexicon group's type: the group
+      id, or, for a one-n-gram group containing a number (exact-identity groups mined from synthetic
+      traces, e.g. `- 4 =`), the n-gram with every number replaced by `#` (`- # =`), so operands do
+      not make types; first move = the first type used; a correct solution is the sequence of types.
   countdown: `try <op>` per move (which operation: + - * /, `?` when the choice is malformed; the
       operands are dropped), `back` per backtrack (a run of `back`s, one per level, is one event),
       `no`, `goal`, `fail`; first move = the first `try`'s move with its operands (`3 * 5`; + and *
@@ -35,12 +37,17 @@ Why this estimator is invariant to batch size and length:
     not depend on the number of prompts P (only its variance does). Pooling prompts, as
     `semantic_entropy/planning` does, measures the entropy of a mixture over prompts, which grows as
     more prompts add their own operands.
-  * length: the plug-in entropy of N uses is biased low by about (K − 1)/(2N) (K types), so a run whose
-    responses get longer would look more diverse with no change in strategy. Miller–Madow adds that
-    term back: H_MM = −Σ_g p_g log p_g + (K_obs − 1)/(2N), N the group's uses, K_obs its distinct types.
-    The types form a small closed set (countdown: at most 8), so the remaining bias is O(1/N²).
+  * length: the plug-in entropy of N uses is biased low by about (K − 1)/(2N) (K types, more when
+    types are rare), so a run whose responses get longer would look more diverse with no change in
+    strategy. The Chao–Shen estimator (Chao & Shen 2003) corrects for unseen types: with f1 the types
+    used once, coverage C = 1 − f1/N (f1 = N − 1 when every use is a singleton), p̂_g = C·n_g/N, and
+    H_CS = −Σ_g p̂_g log p̂_g / (1 − (1 − p̂_g)^N). One type gives 0. On the stationary generators of
+    the tests its bias stays within 0.03 nats from N = 8 to N = 240 uses, where the plug-in is off by
+    0.5 → 0.02 and Miller–Madow (+ (K_obs − 1)/(2N)) by 0.28 → 0.003: it is the estimator whose value
+    depends least on N.
   tests/test_strategy.py checks both on the countdown trace generator (4/16/64 prompts × 8; short and
-  long responses) and a stationary generator.
+  long responses) and on stationary generators (countdown events and strategic-gram text) with a
+  known per-prompt distribution.
 """
 
 from __future__ import annotations
@@ -48,6 +55,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Hashable, Sequence
 import math
+import re
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -59,6 +67,7 @@ KEYS = ("strategy/entropy", "strategy/distinct_per_prompt", "strategy/distinct_c
         "strategy/first_move_entropy", "strategy/units_per_response")
 
 _OPS = ("+", "-", "*", "/")
+_NUMBER = re.compile(r"\d+")
 _CHOICE_END = frozenset(("=", "left", "try", "back", "goal", "no", "fail", "answer", "target", ":",
                          ";", "eval", "then", "<pad>", "<bos>", "<eos>"))
 
@@ -82,12 +91,17 @@ def plugin_entropy(counts: Sequence[int]) -> float:
   return float(-(p * np.log(p)).sum())
 
 
-def miller_madow_entropy(counts: Sequence[int]) -> float:
-  """Plug-in entropy plus (K − 1)/(2N): K the nonzero counts, N their sum; 0.0 for no counts."""
-  c = [x for x in counts if x > 0]
-  if not c:
+def chao_shen_entropy(counts: Sequence[int]) -> float:
+  """Coverage-adjusted (Chao–Shen) entropy of the counts, nats (module docstring); 0.0 for none."""
+  c = np.asarray([x for x in counts if x > 0], np.float64)
+  if c.size == 0:
     return 0.0
-  return plugin_entropy(c) + (len(c) - 1) / (2.0 * sum(c))
+  n = c.sum()
+  f1 = float((c == 1).sum())
+  if f1 == n:
+    f1 = n - 1  # every use a singleton: coverage would be 0
+  p = (1.0 - f1 / n) * c / n
+  return float(-(p * np.log(p) / (1.0 - (1.0 - p) ** n)).sum())
 
 
 # Strategy types per task.
@@ -209,6 +223,14 @@ def generic_strategy(tokens: Sequence[str], roles: Sequence[int]) -> ResponseStr
   return ResponseStrategy(tuple(units), units[0] if units else None, tuple(units))
 
 
+def group_types(lexicon: Any) -> dict[str, str]:
+  """Lexicon group id -> strategy type: the id, or for a group of one n-gram that contains a number
+  (exact-identity grouping), that n-gram with each number replaced by `#` (operands are not
+  strategies). Groups by meaning keep their ids."""
+  return {g.id: _NUMBER.sub("#", g.ngrams[0]) if len(g.ngrams) == 1 and _NUMBER.search(g.ngrams[0])
+          else g.id for g in lexicon.groups}
+
+
 def response_strategies(task: Any, tagger: Any, ids: Sequence[Sequence[int]], texts: Sequence[str],
                         roles_BN: np.ndarray | None = None,
                         correct_B: Sequence[bool] | None = None) -> list[ResponseStrategy]:
@@ -219,8 +241,12 @@ def response_strategies(task: Any, tagger: Any, ids: Sequence[Sequence[int]], te
     raise ValueError(f"{len(ids)} responses, {len(texts)} texts and "
                      f"{'-' if correct_B is None else len(correct_B)} correctness flags: need one each")
   if hasattr(tagger, "matcher"):  # strategic-gram groups of the lexicon tagger
-    uses = tagger.matcher.uses_batch(list(texts))
-    return [ResponseStrategy(tuple(u), u[0] if u else None, tuple(u)) for u in uses]
+    types = _cached_group_types(tagger.matcher)
+    out = []
+    for u in tagger.matcher.uses_batch(list(texts)):
+      u = tuple(types[g] for g in u)
+      out.append(ResponseStrategy(u, u[0] if u else None, u))
+    return out
   vocab = task.tokenizer.vocab
   size = len(vocab)
 
@@ -235,6 +261,14 @@ def response_strategies(task: Any, tagger: Any, ids: Sequence[Sequence[int]], te
   if roles_BN is None:
     raise ValueError(f"task {task.name!r} has no strategy abstraction; pass roles_BN for planning runs")
   return [generic_strategy(strings(x), roles_BN[i, :len(x)]) for i, x in enumerate(ids)]
+
+
+def _cached_group_types(matcher: Any) -> dict[str, str]:
+  types = getattr(matcher, "_strategy_types", None)
+  if types is None:
+    types = group_types(matcher.lexicon)
+    matcher._strategy_types = types  # pylint: disable=protected-access
+  return types
 
 
 # The metrics.
@@ -258,7 +292,7 @@ def strategy_metrics(strategies: Sequence[ResponseStrategy], correct_B: Sequence
     ok = correct_B[p:p + group_size]
     counts = Counter(u for s in group for u in s.units)
     if counts:
-      ent.append(miller_madow_entropy(list(counts.values())))
+      ent.append(chao_shen_entropy(list(counts.values())))
     distinct.append(len({s.units for s in group}))
     distinct_ok.append(len({s.solution for s, c in zip(group, ok) if c}))
     firsts = Counter(s.first for s in group if s.first is not None)
