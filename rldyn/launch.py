@@ -186,7 +186,7 @@ def checkpoint_tokenizer(checkpoint_dir: str, task_name: str, options: dict) -> 
   if given and os.path.abspath(given) != os.path.abspath(checkpoint_dir):
     raise ConfigError(f"task.options.tokenizer_dir={given!r} differs from checkpoint_dir={checkpoint_dir!r}; "
                       "leave tokenizer_dir empty (the launcher fills it from checkpoint_dir)")
-  return {**options, "tokenizer_dir": checkpoint_dir}
+  return {**options, "tokenizer_dir": os.path.abspath(checkpoint_dir)}  # replay may run from another cwd
 
 
 def import_base(cfg: Config, wd: Workdir, mesh) -> dict:

@@ -167,6 +167,7 @@ def test_token_roles_and_taggers_on_the_checkpoint_tokenizer(task):
 def test_vocab_is_the_checkpoints(tmp_path):
   tok = hf_tokenizer.HFTokenizer.from_directory(CKPT)
   assert tok.vocab_size == json.load(open(os.path.join(CKPT, "config.json")))["vocab_size"] == 512
+  assert len(tok.vocab) == 512 and tok.vocab[tok.eos_id] == "<|im_end|>"
   for name in os.listdir(CKPT):
     if not name.endswith(".safetensors"):
       (tmp_path / name).write_bytes(open(os.path.join(CKPT, name), "rb").read())
@@ -256,6 +257,11 @@ def test_launch_refuses_bad_checkpoint_dirs(tmp_path):
   (d / "config.json").write_bytes(open(os.path.join(CKPT, "config.json"), "rb").read())
   with pytest.raises(ConfigError, match="no tokenizer.json"):
     launch.prepare(smoke(checkpoint_dir=str(d)), str(tmp_path / "wd"))
+  cfg = json.load(open(os.path.join(CKPT, "config.json")))
+  (d / "tokenizer.json").write_bytes(open(os.path.join(CKPT, "tokenizer.json"), "rb").read())
+  (d / "config.json").write_text(json.dumps({**cfg, "model_type": "gpt2"}))
+  with pytest.raises(ConfigError, match="unsupported Hugging Face checkpoint: model_type='gpt2'"):
+    launch.prepare(smoke(checkpoint_dir=str(d)), str(tmp_path / "wd"))
   c = config_lib.default()  # countdown has its own vocabulary
   c.checkpoint_dir = CKPT
   with pytest.raises(ConfigError, match="Valid tasks: textmath"):
@@ -294,6 +300,15 @@ def test_smoke_study_runs_end_to_end(run_dir):
     assert s["correct"] == task.verify(by_uid[s["problem"]], s["response"])
   evals = _jsonl(os.path.join(run_dir, "eval.jsonl"))
   assert [e["step"] for e in evals] == [0, 2, 3] and all(0 <= e["eval/pass@1"] <= 1 for e in evals)
+
+
+def test_smoke_study_resumes_on_its_imported_base(run_dir):
+  cfg, _, _, wd = launch.prepare(gsm8k_study.get_config("smoke"), run_dir)  # base, config, checkpoints agree
+  assert wd.checkpoint_steps() == [2, 3] and wd.has_base()
+  saved, task = wd.load_config()  # what replay reads: the same model and tokenizer, from the workdir alone
+  assert saved.model == cfg.model and task.tokenizer.vocab_size == cfg.model.vocab_size
+  with pytest.raises(ConfigError, match="different config"):
+    launch.prepare(smoke(task__options__prompt="plain"), run_dir)
 
 
 def test_smoke_study_replay_and_phases(run_dir):

@@ -112,6 +112,7 @@ class HFTokenizer:
       raise ValueError(f"the model's vocabulary (config.json vocab_size={model_vocab_size}) is smaller "
                        f"than the tokenizer's ({size} ids in tokenizer.json): they do not belong together")
     self._model_vocab_size = model_vocab_size
+    self._vocab = None
     special_tokens = dict(special_tokens or {})
     bad = sorted(set(special_tokens) - set(_ROLES))
     if bad:
@@ -183,6 +184,13 @@ class HFTokenizer:
   def pad_id(self) -> int:
     """pad_token's id; checkpoints without one (Llama 3) pad with the primary EOS id."""
     return self._special_ids.get("pad", self.eos_id)
+
+  @property
+  def vocab(self) -> tuple[str, ...]:
+    """Each id's token string (the tokenizer's pieces, e.g. byte-level "Ġthe"), by id; built once."""
+    if self._vocab is None:
+      self._vocab = tuple(self.tokenizer.id_to_token(i) or "" for i in range(self.tokenizer_size))
+    return self._vocab
 
   def token_to_id(self, token: str) -> int:
     i = self.tokenizer.token_to_id(token)
