@@ -283,3 +283,37 @@ def test_text_recipe_estimates_the_true_entropy_at_any_length():
     assert abs(np.mean(est) - truth) < 0.05, (length, np.mean(est), truth)
     if length == 3:
       assert truth - np.mean(plug) > 0.15
+
+
+def test_types_follow_the_responses_not_the_credit_mask():
+  """A placebo tagger is measured with its reference's types; tasks without their own abstraction use
+  their ground-truth planning runs (never a placebo's random roles); tasks without ground-truth roles
+  use the text recipe on their default lexicon."""
+  task = make_task("countdown")
+  rng = np.random.default_rng(3)
+  texts = [task.reference_trace(task.sample_problem(rng), rng) for _ in range(4)]
+  ids = [task.tokenizer.encode(t) for t in texts]
+  placebo = roles_lib.make_tagger("placebo", task, placebo_of="structural")
+  random_roles = np.asarray(placebo(ids, texts, 0)[0])[None].repeat(4, 0)  # not the truth
+  assert strategy.response_strategies(task, placebo, ids, texts) == strategy.response_strategies(
+      task, None, ids, texts)
+  lex_placebo = roles_lib.make_tagger("placebo", task, placebo_of="lexicon")
+  assert strategy.response_strategies(task, lex_placebo, ids, texts) == strategy.response_strategies(
+      task, roles_lib.make_tagger("lexicon", task), ids, texts)
+
+  class Plain(type(task)):
+    name = "plain"
+
+  plain = Plain(task.config)
+  want = [strategy.generic_strategy([task.tokenizer.id_to_token(t) for t in x], task.token_roles(x))
+          for x in ids]
+  assert strategy.response_strategies(plain, placebo, ids, texts, random_roles) == want
+  assert want[0].units and all("#" in u or not any(c.isdigit() for c in u) for s in want for u in s.units)
+
+  class NoTruth(type(task)):
+    name = "notruth"
+    has_role_truth = False
+
+  (s,) = strategy.response_strategies(NoTruth(task.config), roles_lib.make_tagger("structural", task),
+                                      [[0]], ["hmm, let me check this. thus x = 3"])
+  assert s.units == ("pause", "verify", "deduce")

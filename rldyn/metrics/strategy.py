@@ -30,7 +30,12 @@ Strategy types (`response_strategies`):
       (`(3 + 5) + 7` and `7 + (5 + 3)` are one solution).
   arithmetic: each step's operation (`+ - *` of the subexpression it reduces); first move = the first
       step's `a op b`; a correct solution is the sequence of step operations (the answer is unique).
-  other tasks: each maximal run of planning tokens with digits replaced by `#`.
+  text tasks without ground-truth roles (textmath) under another tagger (spans): the text recipe on
+      the task's default lexicon.
+  other tasks: each maximal run of planning tokens (the task's ground truth) with digits replaced by
+      `#`.
+  Strategy types describe the responses, not the credit mask: a placebo tagger is measured with the
+  types of the tagger it copies (`placebo_of`).
 
 Why this estimator is invariant to batch size and length:
   * batch size: every statistic is a mean over prompts of a per-group quantity, so its expectation does
@@ -234,33 +239,51 @@ def group_types(lexicon: Any) -> dict[str, str]:
 def response_strategies(task: Any, tagger: Any, ids: Sequence[Sequence[int]], texts: Sequence[str],
                         roles_BN: np.ndarray | None = None,
                         correct_B: Sequence[bool] | None = None) -> list[ResponseStrategy]:
-  """Each response's strategy (module docstring): the text recipe for a tagger with a `matcher`,
-  else the task's own abstraction (countdown, arithmetic) or planning runs without digits. With
-  `correct_B`, countdown solutions are parsed for the correct responses only."""
+  """Each response's strategy (module docstring): the text recipe for a tagger with a `matcher` (a
+  placebo counts as the tagger it copies) or a task without ground-truth roles, else the task's own
+  abstraction (countdown, arithmetic) or its planning runs without digits. With `correct_B`, countdown
+  solutions are parsed for the correct responses only."""
   if len(texts) != len(ids) or (correct_B is not None and len(correct_B) != len(ids)):
     raise ValueError(f"{len(ids)} responses, {len(texts)} texts and "
                      f"{'-' if correct_B is None else len(correct_B)} correctness flags: need one each")
-  if hasattr(tagger, "matcher"):  # strategic-gram groups of the lexicon tagger
-    types = _cached_group_types(tagger.matcher)
+  # Ground-truth roles are given when the tagger is None (replay) or the structural tagger.
+  truth_given = roles_BN is not None and (tagger is None or getattr(tagger, "task", None) is task)
+  while hasattr(tagger, "reference"):  # a placebo: the types of the tagger it copies
+    tagger = tagger.reference
+  matcher = getattr(tagger, "matcher", None)
+  if matcher is None and not getattr(task, "has_role_truth", True):
+    matcher = _default_matcher(task)
+  if matcher is not None:  # strategic-gram groups
+    types = _cached_group_types(matcher)
     out = []
-    for u in tagger.matcher.uses_batch(list(texts)):
+    for u in matcher.uses_batch(list(texts)):
       u = tuple(types[g] for g in u)
       out.append(ResponseStrategy(u, u[0] if u else None, u))
     return out
-  vocab = task.tokenizer.vocab
-  size = len(vocab)
+  tok = task.tokenizer
+  size = tok.vocab_size
 
   def strings(x):
-    return [vocab[t] if 0 <= t < size else "<oov>" for t in map(int, x)]
+    return [tok.id_to_token(t) if 0 <= t < size else "<oov>" for t in map(int, x)]
 
   if task.name == "countdown":
     solve = [True] * len(ids) if correct_B is None else [bool(c) for c in correct_B]
     return [countdown_strategy(strings(x), text, ok) for x, text, ok in zip(ids, texts, solve)]
   if task.name == "arithmetic":
     return [arithmetic_strategy(strings(x)) for x in ids]
-  if roles_BN is None:
-    raise ValueError(f"task {task.name!r} has no strategy abstraction; pass roles_BN for planning runs")
-  return [generic_strategy(strings(x), roles_BN[i, :len(x)]) for i, x in enumerate(ids)]
+  return [generic_strategy(strings(x), roles_BN[i, :len(x)] if truth_given else task.token_roles(x))
+          for i, x in enumerate(ids)]
+
+
+def _default_matcher(task: Any) -> Any:
+  """The Matcher of the task's default lexicon, built once per task."""
+  matcher = getattr(task, "_strategy_matcher", None)
+  if matcher is None:
+    from rldyn.roles import lexicon as lexicon_lib  # pylint: disable=g-import-not-at-top
+    from rldyn.roles import matcher as matcher_lib  # pylint: disable=g-import-not-at-top
+    matcher = matcher_lib.Matcher(lexicon_lib.load_lexicon(lexicon_lib.default_lexicon_name(task)))
+    task._strategy_matcher = matcher  # pylint: disable=protected-access
+  return matcher
 
 
 def _cached_group_types(matcher: Any) -> dict[str, str]:
@@ -321,7 +344,8 @@ def step_strategy_metrics(task: Any, tagger: Any, ids: Sequence[Sequence[int]], 
     tagger: the role tagger; one with a `matcher` (lexicon) switches to strategic-gram groups.
     ids: each response's token ids (length-trimmed), rows grouped by prompt (row i: prompt i // G).
     texts: the decoded responses.
-    roles_BN: token roles (used only by tasks without their own abstraction).
+    roles_BN: the tagger's token roles; read only when they are the ground truth (tagger None or
+      structural) by tasks without their own abstraction, which otherwise recompute the truth.
     correct_B: the verifier's verdict per response.
     group_size: G, responses per prompt.
   """
