@@ -75,6 +75,28 @@ def test_splits_are_disjoint_and_the_stream_is_seeded(task):
   assert len(m.train) + len(m.heldout) == len(mathdata.load_problems(MATH_TRAIN, skip_invalid=True))
 
 
+def test_verl_parquet_gives_the_same_task(task, tmp_path):
+  pa = pytest.importorskip("pyarrow")
+  pq = pytest.importorskip("pyarrow.parquet")
+  paths = {}
+  for split, src in (("train", GSM_TRAIN), ("test", GSM_TEST)):
+    rows = []
+    for line in open(src, encoding="utf-8"):  # what verl's examples/data_preprocess/gsm8k.py writes
+      r = json.loads(line)
+      rows.append({"data_source": "openai/gsm8k", "ability": "math",
+                   "prompt": [{"role": "user", "content": f"{r['question']} {mathdata.GSM8K_INSTRUCTION}"}],
+                   "reward_model": {"style": "rule",
+                                    "ground_truth": r["answer"].rsplit("#### ", 1)[1].replace(",", "")}})
+    paths[split] = str(tmp_path / f"{split}.parquet")
+    pq.write_table(pa.Table.from_pylist(rows), paths[split])
+  verl = gsm8k(train_path=paths["train"], test_path=paths["test"])
+  key = lambda ps: [(p.uid, p.answer) for p in ps]
+  assert key(verl.train) == key(task.train) and key(verl.heldout) == key(task.heldout)
+  assert verl.prompt_ids(verl.train[3]) == task.prompt_ids(task.train[3])
+  bare = gsm8k(instruction="")  # no instruction: the question alone
+  assert mathdata.chat_messages(bare.train[0])[0]["content"] == json.loads(open(GSM_TRAIN).readline())["question"]
+
+
 def test_prompt_ids_chat_and_plain(task):
   p = task.train[0]
   tok = task.tokenizer
