@@ -260,4 +260,7 @@ def init_distributed(spec: DistributedSpec = DistributedSpec()) -> None:
     return
   if not jax.config.jax_cpu_collectives_implementation:  # CPU processes talk over gloo (TPU/GPU: unused)
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  # JAX's preemption service would take SIGTERM over from rldyn's handler (runtime.install_stop_handler);
+  # rldyn agrees on the stop step itself (parallel.any_process at every step boundary).
+  jax.config.update("jax_enable_preemption_service", False)
   jax.distributed.initialize(**args)

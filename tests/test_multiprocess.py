@@ -124,15 +124,17 @@ def test_sigterm_to_one_process_stops_both_at_the_same_step_and_the_rerun_matche
                                                                                  tmp_path):
   d = str(tmp_path / "preempted")
   procs = _launch_pair(d, smoke_base)
-  metrics = os.path.join(d, "metrics.jsonl")
-  deadline = time.time() + 400
-  while time.time() < deadline and not read_jsonl(metrics) and all(p.poll() is None for p in procs):
+  events = os.path.join(d, "events.jsonl")
+  deadline = time.time() + 400  # run_start: both processes are in the loop, step 0 (compiles) ahead
+  while time.time() < deadline and not read_jsonl(events) and all(p.poll() is None for p in procs):
     time.sleep(0.05)
   procs[1].send_signal(signal.SIGTERM)  # the non-writer only: the stop is agreed at the next step boundary
   results = _wait(procs)
   assert [rc for rc, _ in results] == [75, 75], [t[-2000:] for _, t in results]
   stops = [e["step"] for e in Workdir(d).read_events() if e["event"] == "preempted"]
-  assert len(stops) == 1 and 0 < stops[0] < STEPS and stops[0] in Workdir(d).checkpoint_steps()
+  assert len(stops) == 1 and stops[0] < STEPS and stops[0] in Workdir(d).checkpoint_steps()
+  for _, text in results:  # each process says where it stopped: the same step
+    assert f"stopped at RL step {stops[0]} (SIGTERM)" in text, text[-2000:]
   for rc, text in _wait(_launch_pair(d, smoke_base)):
     assert rc == 0, text[-3000:]
   _assert_same_lines(Workdir(d).read_metrics(), reference.read_metrics())
