@@ -9,6 +9,12 @@ script works outside a checkout. Any key can be overridden: --config.rl.steps=32
 Python and therefore trusted code. A bad key, value or registry name prints one line naming the valid
 choices and exits with status 2, before anything is written.
 
+Many hosts: run the same command on every host. TPU VM pods (and SLURM, Open MPI) are joined through
+`jax.distributed` by themselves (tpu/ sets RLDYN_DISTRIBUTED=1); elsewhere add
+`--coordinator_address=HOST0:PORT --num_processes=N --process_id=I`. Each process samples and scores its
+own slice of the batch, process 0 alone writes the workdir (which may be gs://...), and a SIGTERM stops
+every process at the same step (tpu/README.md, "Many hosts").
+
 JAX's persistent compilation cache is on by default (~/.cache/rldyn/jax; set RLDYN_COMPILE_CACHE to
 another directory, or to "" to turn it off), so a second launch of the same study skips compilation.
 """
