@@ -138,6 +138,8 @@ def batch(task: Task, teacher, seed: int, index: int, rows: int, seq_len: int) -
 
 def run(config_dict, workdir: str, teacher_name: str, teacher_workdir: str = "") -> dict:
   """Fine-tunes the base on the teacher's traces into `workdir`; returns the final held-out evaluation."""
+  if teacher_name not in TEACHERS:
+    raise ConfigError(f"--teacher={teacher_name!r}; valid: {', '.join(TEACHERS)}")
   cfg, task, mesh, wd = launch.prepare(config_dict, workdir)
   source = wd if wd.has_base() else (Workdir(cfg.base_workdir) if cfg.base_workdir else None)
   if source is None:
