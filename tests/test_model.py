@@ -1,10 +1,13 @@
 """Decoder: KV-cache decoding == full forward, causality, padding invariance, q/k norms, logical axes."""
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from rldyn import model as M
+from rldyn import sampling
 
 CFG = M.ModelConfig(vocab_size=37, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=8, d_ff=64,
                     max_seq_len=64)
@@ -125,3 +128,67 @@ def test_config_errors():
     M.ModelConfig(vocab_size=10, rope_scaling="llama3", rope_low_freq_factor=4.0)
   with pytest.raises(ValueError, match="head_dim must be even"):
     M.ModelConfig(vocab_size=10, head_dim=7)
+
+
+SCAN = dataclasses.replace(CFG, scan_layers=True)
+
+
+def test_scan_layers_layout_axes_and_same_numbers(params):
+  sp = M.init_params(SCAN, jax.random.key(0))  # same random stream: layer i's init is the unstacked one's
+  jax.tree.map(np.testing.assert_array_equal, sp, M.stack_layers(params))
+  jax.tree.map(np.testing.assert_array_equal, M.unstack_layers(sp), params)
+  assert sum(x.size for x in jax.tree.leaves(sp)) == CFG.num_params()
+  axes = M.logical_axes(SCAN)
+  assert axes["layers"]["mlp"]["up_proj"]["kernel"] == jax.sharding.PartitionSpec(None, "embed", "mlp")
+  jax.tree.map(lambda x, a: None if len(a) == x.ndim else pytest.fail(f"{a} vs {x.shape}"), sp, axes)
+  tokens = jax.random.randint(jax.random.key(1), (2, 9), 0, CFG.vocab_size)
+  np.testing.assert_allclose(_full(sp, tokens, cfg=SCAN), _full(params, tokens), atol=1e-5)
+
+
+@pytest.mark.parametrize("remat", ["full", "dots", "dots_no_batch"])
+def test_remat_keeps_gradients(params, remat):
+  tokens = jax.random.randint(jax.random.key(2), (2, 7), 0, CFG.vocab_size)
+  loss = lambda cfg: jax.grad(lambda p: jnp.sum(jnp.tanh(_full(p, tokens, cfg=cfg))))  # noqa: E731
+  want = loss(CFG)(params)
+  got = loss(dataclasses.replace(CFG, remat=remat))(params)
+  got_scan = M.unstack_layers(loss(dataclasses.replace(SCAN, remat=remat))(M.stack_layers(params)))
+  for w, g, gs in zip(jax.tree.leaves(want), jax.tree.leaves(got), jax.tree.leaves(got_scan)):
+    np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(gs, w, rtol=1e-4, atol=1e-4)
+
+
+def test_scan_layers_kv_cache_decode_and_sampler(params):
+  """The stacked [L, B, K, S, D] cache decodes token by token exactly as the full forward, and the
+  sampler draws the same tokens with either layout."""
+  sp = M.stack_layers(params)
+  b, t = 2, 8
+  tokens = jax.random.randint(jax.random.key(3), (b, t), 0, CFG.vocab_size)
+  want = _full(params, tokens)
+  cache = M.KVCache.zeros(SCAN, b, t)
+  assert cache.k.shape == (CFG.n_layers, b, CFG.n_kv_heads, t, CFG.head_dim)
+  outs = []
+  for i in range(t):
+    valid = jnp.broadcast_to(jnp.arange(t) <= i, (b, 1, t))
+    logits, cache = M.apply(SCAN, sp, tokens[:, i:i + 1], jnp.full((b, 1), i), valid, cache, i)
+    outs.append(logits[:, 0])
+  np.testing.assert_allclose(jnp.stack(outs, 1), want, atol=1e-5)
+  scfg = sampling.SamplingConfig(max_new_tokens=6)
+  prompt, pmask = tokens[:, :4], jnp.ones((b, 4), bool).at[0, 0].set(False)
+  a = sampling.generate(CFG, scfg, params, prompt, pmask, jax.random.key(4))
+  s = sampling.generate(SCAN, scfg, sp, prompt, pmask, jax.random.key(4))
+  np.testing.assert_array_equal(s["tokens"], a["tokens"])
+  np.testing.assert_allclose(s["entropy"], a["entropy"], atol=1e-5)
+
+
+def test_scan_layers_program_size_independent_of_depth():
+  """Under scan the traced program has the same number of equations at any depth (compile time is
+  flat in L); unrolled it grows with L."""
+  def eqns(cfg):
+    p = M.abstract_params(cfg)
+    tok = jax.ShapeDtypeStruct((1, 4), jnp.int32)
+    return len(jax.make_jaxpr(lambda p, t: M.apply(cfg, p, t, jnp.zeros((1, 4), jnp.int32), None)[0])(
+        p, tok).eqns)
+  shallow, deep = (dataclasses.replace(SCAN, n_layers=n) for n in (2, 8))
+  assert eqns(shallow) == eqns(deep)
+  assert eqns(dataclasses.replace(deep, scan_layers=False)) > 3 * eqns(dataclasses.replace(shallow,
+                                                                                           scan_layers=False))
