@@ -137,3 +137,34 @@ def test_control_arms_run_end_to_end(tmp_path, base_dir):
   c = sharded_smoke_config(base_dir, advantage__name="passk", advantage__pass_k=9)
   with pytest.raises(ValueError, match="pass_k=9 must be in"):
     launch.run(c, str(tmp_path / "other"))
+
+
+def test_task_truncate_responses_cuts_masks_lengths_and_truncation():
+  """rollout.truncate applies a task's truncate_responses (text tasks cut at stop strings)."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from rldyn.rl import rollout as rollout_lib  # pylint: disable=g-import-not-at-top
+
+  class Cut:  # cuts every response after its first token 7
+    def truncate_responses(self, tokens_BN, mask_BN):
+      out = mask_BN.copy()
+      for i, row in enumerate(tokens_BN):
+        hits = np.flatnonzero(row == 7)
+        if hits.size:
+          out[i, hits[0] + 1:] = False
+      return out
+
+  tokens = np.array([[1, 7, 2, 3], [4, 5, 6, 8], [7, 0, 0, 0]], np.int32)
+  mask = np.array([[1, 1, 1, 1], [1, 1, 1, 1], [1, 0, 0, 0]], bool)
+  length, truncated = np.array([4, 4, 1], np.int32), np.array([True, True, False])
+  m, n, t = rollout_lib.truncate(Cut(), tokens, mask, length, truncated)
+  np.testing.assert_array_equal(m, [[1, 1, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0]])
+  np.testing.assert_array_equal(n, [2, 4, 1])
+  np.testing.assert_array_equal(t, [False, True, False])  # cut at a stop string: it stopped
+  assert rollout_lib.truncate(object(), tokens, mask, length, truncated)[0] is mask  # no method: unchanged
+
+  class Longer:
+    def truncate_responses(self, tokens_BN, mask_BN):
+      return np.ones_like(mask_BN)
+
+  with pytest.raises(ValueError, match="never longer"):
+    rollout_lib.truncate(Longer(), tokens, mask, length, truncated)

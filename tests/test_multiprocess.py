@@ -52,13 +52,13 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _launch_pair(workdir: str, base: str, steps: int = STEPS) -> list[subprocess.Popen]:
+def _launch_pair(workdir: str, base: str, steps: int = STEPS, stage: str = "rl") -> list[subprocess.Popen]:
   """Two processes of one run, 4 CPU devices each, through rldyn.main's --coordinator_address flags."""
   port = _free_port()
   env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=4",
              RLDYN_COMPILE_CACHE=os.path.join(ROOT, ".jax_cache"))
   env.pop("RLDYN_DISTRIBUTED", None)
-  flags = [f"--config.{k}={v}" for k, v in {**OVERRIDES, "rl.steps": steps}.items()]
+  flags = [f"--config.{k}={v}" for k, v in {**OVERRIDES, "rl.steps": steps, "stage": stage}.items()]
   return [subprocess.Popen(
       [sys.executable, "-m", "rldyn.main", "--config=experiments/two_phase.py:smoke", f"--workdir={workdir}",
        f"--config.base_workdir={base}", *flags, f"--coordinator_address=localhost:{port}",
@@ -138,6 +138,22 @@ def test_sigterm_to_one_process_stops_both_at_the_same_step_and_the_rerun_matche
   for rc, text in _wait(_launch_pair(d, smoke_base)):
     assert rc == 0, text[-3000:]
   _assert_same_lines(Workdir(d).read_metrics(), reference.read_metrics())
+
+
+def test_two_processes_pretrain_the_same_base(smoke_base, tmp_path):
+  d = str(tmp_path / "base")
+  for rc, text in _wait(_launch_pair(d, "", stage="pretrain")):
+    assert rc == 0, text[-3000:]
+  got, want = Workdir(d), Workdir(smoke_base)
+  timing = ("perf/tok_s",)
+  _assert_same_lines([{k: v for k, v in r.items() if k not in timing} for r in read_jsonl(got.base_metrics_path)],
+                     [{k: v for k, v in r.items() if k not in timing} for r in read_jsonl(want.base_metrics_path)])
+  mine, ref = got.base_info(), want.base_info()
+  assert mine["steps"] == ref["steps"] == 20
+  for k in ("eval/accuracy", "eval/pass@1"):
+    np.testing.assert_allclose(mine[k], ref[k], rtol=RTOL)
+  events = [(e["event"], e["step"]) for e in got.read_events()]
+  assert len(events) == len(set(events))  # each written once
 
 
 # ---- the single-writer rule and epath workdirs, in this process ---------------------------------------------
@@ -225,3 +241,17 @@ def test_gs_workdir_logs_config_and_reads_through_epath(tmp_path):
     assert wd.checkpoint_steps() == []
   with open(tmp_path / "bucket" / "run" / "metrics.jsonl") as f:  # where the mock keeps the objects
     assert [json.loads(x)["step"] for x in f] == [0, 1, 2]
+
+
+def test_gs_checkpoint_manifest_through_epath(tmp_path):
+  from rldyn import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
+  os.makedirs(tmp_path / "bucket" / "ck" / "7" / "state")
+  (tmp_path / "bucket" / "ck" / "7" / "state" / "a").write_bytes(b"abc")
+  (tmp_path / "bucket" / "ck" / "7" / "meta").write_bytes(b"{}")
+  with _gcs_mock(tmp_path):
+    ckpt_lib.write_manifest("gs://bucket/ck/7")
+    assert ckpt_lib.verify_manifest("gs://bucket/ck/7") is None
+    manifest = json.loads((tmp_path / "bucket" / "ck" / "7" / ckpt_lib.MANIFEST).read_text())
+    assert manifest["files"] == {"meta": [2, 2745614147], "state/a": [3, 891568578]}  # zlib.crc32
+    (tmp_path / "bucket" / "ck" / "7" / "state" / "a").write_bytes(b"abd")
+    assert "does not match its checksum" in ckpt_lib.verify_manifest("gs://bucket/ck/7")
