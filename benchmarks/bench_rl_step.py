@@ -6,9 +6,14 @@ metrics cost.
 Prints rollout tokens/s, update tokens/s, and two ratios measured side by side in one process:
   update with role-split metrics / update without them           (target <= 1.05)
   (update + host role tagging and semantic entropy) / update     (the host side of the same metrics)
+then the float32 log-prob/entropy chunking (loss.logit_chunk) on the demo model's shape with a real-size
+vocabulary (--vocab, random weights and tokens): update time and compiled peak memory
+(`memory_analysis()`: arguments + outputs - aliased + temporaries) with the whole [B, N, V] logits at
+once (logit_chunk = N) and in chunks (--chunk; 0 = auto), side by side.
 """
 
 import argparse
+import dataclasses
 import os
 import sys
 
@@ -29,7 +34,13 @@ def main():
   ap.add_argument("--prompts", type=int, default=16)
   ap.add_argument("--group", type=int, default=8)
   ap.add_argument("--new", type=int, default=96)
+  ap.add_argument("--vocab", type=int, default=32768, help="vocabulary of the chunking comparison")
+  ap.add_argument("--chunk", type=int, default=16, help="chunk of the comparison (0 = auto)")
+  ap.add_argument("--only_chunking", action="store_true", help="skip the rollout and role-metric parts")
   args = ap.parse_args()
+  if args.only_chunking:
+    chunking(args)
+    return
   banner("rl step")
   c = config_lib.default()
   c.sampling.max_new_tokens = args.new
@@ -87,6 +98,52 @@ def main():
   print(f"role-split metrics in the jitted step: ratio {times[True] / times[False]:.3f} (with / without)")
   print(f"host role tagging + semantic entropy: {t_host * 1e3:.1f} ms, "
         f"ratio {(times[True] + t_host) / times[True]:.3f} of the update")
+  chunking(args)
+
+
+def chunking(args):
+  """Whole vs chunked float32 log-probs/entropies in the update: time and compiled peak memory."""
+  c = config_lib.default()
+  c.sampling.max_new_tokens = args.new
+  cfg, _, mesh, _ = launch.prepare(c, "/tmp/rldyn/bench_rl_step")
+  mcfg = dataclasses.replace(cfg.model, vocab_size=args.vocab)
+  b, n, p = args.prompts * args.group, args.new, 32
+  rng = np.random.default_rng(0)
+  mask = np.ones((b, n), np.float32)
+  batch = {"tokens_BS": rng.integers(0, args.vocab, (b, p + n)).astype(np.int32),
+           "mask_BS": np.ones((b, p + n), bool), "resp_mask_BN": mask,
+           "old_logp_BN": np.full((b, n), -np.log(args.vocab), np.float32),
+           "ref_logp_BN": np.full((b, n), -np.log(args.vocab), np.float32),
+           "adv_BN": rng.normal(size=(b, 1)).astype(np.float32) * mask,
+           "entropy_BN": np.zeros((b, n), np.float32), "roles_BN": rng.integers(0, 3, (b, n)).astype(np.int32)}
+  dev = parallel.shard_batch(mesh, batch)
+  params = state_lib.init_params(mcfg, mesh, jax.random.key(0))
+  tx = make_optimizer(cfg.rl.optim, 100)
+  rows = {}
+  for name, chunk in (("whole", n), ("chunked", args.chunk)):
+    lcfg = dataclasses.replace(cfg.loss, logit_chunk=chunk)
+    st = {"params": jax.tree.map(lambda x: x.copy(), params),
+          "opt_state": state_lib.init_opt_state(tx, params, mesh)}
+    fn = step_lib.make_update_step(mcfg, lcfg, tx, 1.0, cfg.rl.updates_per_batch, n, mesh, st)
+    mem = fn.lower(st, params, dev).compile().memory_analysis()
+    peak = (mem.argument_size_in_bytes + mem.output_size_in_bytes - mem.alias_size_in_bytes
+            + mem.temp_size_in_bytes)
+    holder = {"st": st}
+
+    def update(fn=fn, holder=holder):
+      holder["st"], m = fn(holder["st"], params, dev)
+      jax.block_until_ready(m)
+
+    rows[name] = (best_of(update), peak, mem.temp_size_in_bytes)
+  mb = b // cfg.rl.updates_per_batch
+  auto = step_lib.auto_chunk(mb, n, args.vocab, args.chunk)
+  print(f"chunked log-probs: {b} rows ({mb} per minibatch) x {n} response tokens, vocab {args.vocab}, "
+        f"{mcfg.num_params() / 1e6:.1f}M params; chunk {auto} vs whole ({n})")
+  for name, (t, peak, temp) in rows.items():
+    print(f"  {name:<8} update {t:7.3f}s   peak {peak / 2**20:8.1f} MiB per device "
+          f"(temporaries {temp / 2**20:8.1f} MiB)")
+  (tw, pw, _), (tc, pc, _) = rows["whole"], rows["chunked"]
+  print(f"  chunked / whole: time {tc / tw:.3f}, peak memory {pc / pw:.3f}")
 
 
 if __name__ == "__main__":
