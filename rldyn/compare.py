@@ -39,10 +39,6 @@ from rldyn.workdir import Workdir
 
 # Config keys that differ between seeds of one arm (or between copies of one run), not between arms.
 SEED_KEYS = ("seed", "base_workdir", "resume_anyway", "task.data_dir")
-# metrics.jsonl keys aggregated per step (docs/metrics.md).
-CURVE_KEYS = ("accuracy", "reward/mean", "entropy/execution", "entropy/planning", "entropy/all", "kl/k1",
-              "kl/k3", "response_len/mean", "semantic_entropy/planning")
-EVAL_KEYS = ("eval/pass@1", "eval/accuracy")
 FINAL_METRIC_WINDOW = 5  # final training metrics: the mean of each seed's last this-many logged steps
 
 
@@ -377,7 +373,8 @@ def _plots(arms: dict[str, list[Run]], out_dir: str) -> list[tuple[str, str]]:
   figures = (("heldout", "held-out evaluation", (("eval/pass@1", True), ("eval/accuracy", True))),
              ("train", "training accuracy and reward", (("accuracy", False), ("reward/mean", False))),
              ("entropy", "entropy by role", (("entropy/execution", False), ("entropy/planning", False))),
-             ("kl", "KL to the reference", (("kl/k3", False), ("kl/k1", False))),
+             ("kl", "KL to the reference", (("kl/k3", False), ("kl/k3/planning", False),
+                                             ("kl/k3/execution", False), ("kl/k1", False))),
              ("length", "response length", (("response_len/mean", False),)))
   for fname, title, keys in figures:
     fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.6), squeeze=False)
