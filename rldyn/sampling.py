@@ -99,16 +99,19 @@ def _choose(logits_BV, key, scfg: SamplingConfig):
   return tok, chosen, entropy_from_logprobs(logp)
 
 
-def _stopped(history_BH, t, tok_B, scfg: SamplingConfig):
-  """Whether token t (just written at history column t + pad) ends a stop token or stop sequence."""
+def _stopped(recent_BW, tok_B, scfg: SamplingConfig):
+  """Whether token tok_B (just generated) ends a stop token or stop sequence.
+
+  recent_BW holds the W = (longest stop sequence − 1) tokens generated before it (−1 before the first).
+  """
   hit = jnp.zeros(tok_B.shape, bool)
   for s in scfg.stop_tokens:
     hit |= tok_B == s
-  pad = max((len(s) for s in scfg.stop_sequences), default=1) - 1
-  for seq in scfg.stop_sequences:
-    m = len(seq)
-    window = jax.lax.dynamic_slice_in_dim(history_BH, t + pad - m + 1, m, axis=1)
-    hit |= jnp.all(window == jnp.asarray(seq, jnp.int32)[None], axis=1)
+  if scfg.stop_sequences:
+    window_BW1 = jnp.concatenate([recent_BW, tok_B[:, None]], axis=1)
+    for seq in scfg.stop_sequences:
+      tail = window_BW1[:, window_BW1.shape[1] - len(seq):]
+      hit |= jnp.all(tail == jnp.asarray(seq, jnp.int32)[None], axis=1)
   return hit
 
 
@@ -132,22 +135,24 @@ def generate(cfg: model_lib.ModelConfig, scfg: SamplingConfig, params, prompt_BP
   logits, cache = apply(prompt_BP, model_lib.positions_from_mask(prompt_mask_BP), mask_BPS, cache, 0)
   last_logits_BV = logits[:, -1]
 
-  pad = max((len(s) for s in scfg.stop_sequences), default=1) - 1
   out = dict(
       tokens=jnp.full((b, n), scfg.pad_id, jnp.int32),
       logp=jnp.zeros((b, n), jnp.float32),
       entropy=jnp.zeros((b, n), jnp.float32),
       mask=jnp.zeros((b, n), bool),
   )
-  history_BH = jnp.full((b, n + pad), -1, jnp.int32)
+  # The last W tokens of each row, for stop sequences (W = 0 without them: nothing is carried).
+  recent_BW = jnp.full((b, max((len(s) for s in scfg.stop_sequences), default=1) - 1), -1, jnp.int32)
   done_B = jnp.zeros((b,), bool)
+  slot_S = jnp.arange(slots)
+  prompt_valid_BS = key_valid_BS
 
   def cond(carry):
-    t, _, _, _, _, done, _ = carry
+    t, _, _, _, _, done = carry
     return (t < n) & ~jnp.all(done)
 
   def body(carry):
-    t, cache, logits_BV, out, history, done, key_valid = carry
+    t, cache, logits_BV, out, recent, done = carry
     tok, logp, ent = _choose(logits_BV, jax.random.fold_in(key, t), scfg)
     live = ~done
     tok = jnp.where(live, tok, scfg.pad_id)
@@ -157,15 +162,17 @@ def generate(cfg: model_lib.ModelConfig, scfg: SamplingConfig, params, prompt_BP
         entropy=out["entropy"].at[:, t].set(jnp.where(live, ent, 0.0)),
         mask=out["mask"].at[:, t].set(live),
     )
-    history = history.at[:, t + pad].set(tok)
-    done = done | (live & _stopped(history, t, tok, scfg))
-    # Feed the token: it occupies slot P + t at position prompt_len + t.
-    key_valid = key_valid.at[:, p + t].set(True)
-    logits, cache = apply(tok[:, None], (prompt_len_B + t)[:, None], key_valid[:, None, :], cache, p + t)
-    return t + 1, cache, logits[:, 0], out, history, done, key_valid
+    done = done | (live & _stopped(recent, tok, scfg))
+    if recent.shape[1]:
+      recent = jnp.concatenate([recent[:, 1:], tok[:, None]], axis=1)
+    # Feed the token: it occupies slot P + t at position prompt_len + t. It sees the real prompt slots and
+    # the generated slots P..P+t (a function of t, not a carried mask).
+    key_valid_BS = prompt_valid_BS | ((slot_S >= p) & (slot_S <= p + t))[None]
+    logits, cache = apply(tok[:, None], (prompt_len_B + t)[:, None], key_valid_BS[:, None, :], cache, p + t)
+    return t + 1, cache, logits[:, 0], out, recent, done
 
-  carry = (jnp.int32(0), cache, last_logits_BV, out, history_BH, done_B, key_valid_BS)
-  _, _, _, out, _, done, _ = jax.lax.while_loop(cond, body, carry)
+  carry = (jnp.int32(0), cache, last_logits_BV, out, recent_BW, done_B)
+  _, _, _, out, _, done = jax.lax.while_loop(cond, body, carry)
   out["length"] = out["mask"].sum(axis=1).astype(jnp.int32)
   out["truncated"] = ~done
   return out
