@@ -317,3 +317,30 @@ def test_types_follow_the_responses_not_the_credit_mask():
   (s,) = strategy.response_strategies(NoTruth(task.config), roles_lib.make_tagger("structural", task),
                                       [[0]], ["hmm, let me check this. thus x = 3"])
   assert s.units == ("pause", "verify", "deduce")
+
+
+def test_arc_hunt_variants_build_and_validate():
+  """Every experiments/arc_hunt.py variant (and its smoke size) loads and passes launch.validate."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
+  from rldyn import config as config_lib  # pylint: disable=g-import-not-at-top
+  from rldyn import launch  # pylint: disable=g-import-not-at-top
+  path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments",
+                      "arc_hunt.py")
+  spec = importlib.util.spec_from_file_location("arc_hunt", path)
+  arc = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(arc)
+  seen = {}
+  for variant in arc.VARIANTS:
+    for size in ("", ",smoke"):
+      cfg = config_lib.load(arc.get_config(variant + size), vocab_size=33, pad_id=0, stop_tokens=(2,))
+      launch.validate(cfg, 1)
+      seen[variant + size] = cfg
+  assert seen["single"].task.kwargs["strategy_mix"] == {"dfs": 1.0, "greedy": 0.0, "random": 0.0}
+  assert seen["rare_long"].task.kwargs["strategy_mix"]["random"] == 0.05
+  assert seen["rare_long"].task.kwargs["num_count"] == 4 and seen["rare_long,smoke"].task.kwargs["num_count"] == 2
+  assert (seen["passk"].advantage.name, seen["entropy"].advantage.transform) == ("passk", "entropy")
+  assert seen["placebo"].roles.tagger == "placebo" and seen["hicra"].advantage.transform == "hicra"
+  assert seen["diverse,smoke"].rl.steps < seen["diverse"].rl.steps
+  with pytest.raises(ValueError, match="valid: one of"):
+    arc.get_config("bogus")
