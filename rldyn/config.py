@@ -102,12 +102,16 @@ class PretrainConfig:
   optim: OptimConfig = OptimConfig(lr=3e-3, warmup_steps=100, decay="cosine", weight_decay=0.01,
                                    b2=0.95)  # AdamW + warmup + cosine
   time_budget_s: float = 0.0  # > 0: stop early when this much wall time has passed
+  easy_fraction: float = 0.25  # share of pretraining problems drawn from the easier world below
+  easy_options: tuple = (("num_count", 2),)  # task options overriding task.options for those problems
 
   def __post_init__(self):
     for k in ("steps", "batch_size", "seq_len", "log_every", "checkpoint_every", "eval_samples"):
       _positive(f"pretrain.{k}", getattr(self, k))
     if self.eval_every < 0:
       raise ConfigError(f"pretrain.eval_every must be >= 0 (0 = at the end only), got {self.eval_every}")
+    if not 0.0 <= self.easy_fraction <= 1.0:
+      raise ConfigError(f"pretrain.easy_fraction is a probability, in [0, 1]; got {self.easy_fraction}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -359,6 +363,7 @@ def shrink(c: config_dict.ConfigDict) -> None:
   c.pretrain.seq_len = 96
   c.pretrain.log_every = 40
   c.pretrain.eval_samples = 2
+  c.pretrain.easy_fraction = 0.0  # the smoke world already has two numbers
   c.task.eval_size = 16
   c.rl.steps = 3
   c.rl.prompts_per_step = 8

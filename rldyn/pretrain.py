@@ -30,6 +30,7 @@ from rldyn import model as model_lib
 from rldyn import parallel
 from rldyn import runtime
 from rldyn import state as state_lib
+from rldyn import tasks
 from rldyn.config import Config
 from rldyn.metrics import writers
 from rldyn.metrics.writers import JsonlWriter
@@ -75,11 +76,15 @@ def make_train_step(model_cfg, tx, mesh, params, opt_state):
 class TraceStream:
   """Background thread producing supervised batches from a seeded problem/trace stream.
 
-  Batch i is a pure function of (seed, i), so a resumed run sees the same data.
+  Batch i is a pure function of (seed, i), so a resumed run sees the same data. With `easy=(task2,
+  fraction)`, each problem comes from task2 (the same task in an easier world, e.g. fewer numbers) with
+  probability `fraction`; every trace is written by `task` (pretrain.easy_fraction, easy_options).
   """
 
-  def __init__(self, task: Task, seed: int, batch_size: int, seq_len: int, start: int, prefetch: int = 4):
+  def __init__(self, task: Task, seed: int, batch_size: int, seq_len: int, start: int, prefetch: int = 4,
+               easy: tuple[Task, float] | None = None):
     self._task, self._seed, self._bs, self._len = task, seed, batch_size, seq_len
+    self._easy = easy if easy and easy[1] > 0 else None
     self._q: queue.Queue = queue.Queue(maxsize=prefetch)
     self._next = start
     self._stop = False
@@ -91,12 +96,17 @@ class TraceStream:
     rng = np.random.default_rng([self._seed, index])
     problems, responses = [], []
     while True:
-      more = [self._task.sample_problem(rng) for _ in range(self._bs)]
+      more = [self._problem(rng) for _ in range(self._bs)]
       problems += more
       responses += [self._task.reference_trace(p, rng) for p in more]
       batch, used = data.packed_batch(self._task, problems, responses, self._bs, self._len)
       if used < len(problems):  # every row is full
         return batch
+
+  def _problem(self, rng: np.random.Generator):
+    if self._easy is not None and rng.random() < self._easy[1]:
+      return self._easy[0].sample_problem(rng)
+    return self._task.sample_problem(rng)
 
   def _run(self):
     i = self._next
@@ -142,7 +152,7 @@ def run(cfg: Config, wd: Workdir, task: Task, mesh) -> dict:
     params, opt_state = st["params"], st["opt_state"]
     logging.info("resuming pretraining at step %d", start)
   step_fn = make_train_step(cfg.model, tx, mesh, params, opt_state)
-  stream = TraceStream(task, cfg.seed, pc.batch_size, pc.seq_len, start)
+  stream = TraceStream(task, cfg.seed, pc.batch_size, pc.seq_len, start, easy=_easy_task(cfg))
   log = _Logger(wd.base_metrics_path, pc, start)
   t0 = time.time()
   done, pending = start, None
@@ -185,6 +195,18 @@ def run(cfg: Config, wd: Workdir, task: Task, mesh) -> dict:
   print(f"[pretrain] {done} steps in {train_s:.0f}s: held-out greedy accuracy "
         f"{ev['eval/accuracy']:.3f}, sampled pass@1 {ev['eval/pass@1']:.3f}", flush=True)
   return info
+
+
+def _easy_task(cfg: Config) -> tuple[Task, float] | None:
+  """(the task in the world of pretrain.easy_options, pretrain.easy_fraction), or None when off."""
+  pc = cfg.pretrain
+  if not pc.easy_fraction:
+    return None
+  try:
+    return tasks.make_task(cfg.task.name, **{**cfg.task.kwargs, **dict(pc.easy_options)}), pc.easy_fraction
+  except (ValueError, TypeError) as e:
+    raise ValueError(f"pretrain.easy_options={dict(pc.easy_options)} do not fit task {cfg.task.name!r} ({e}); "
+                     "fix them or set pretrain.easy_fraction=0") from e
 
 
 class _Logger:

@@ -21,3 +21,54 @@ def test_demo_cli_smoke(tmp_path):
   assert phases["reason"]
   for name in ("config.json", "metrics.jsonl", "eval.jsonl", "events.jsonl", "base/info.json"):
     assert os.path.exists(os.path.join(workdir, name)), name
+
+
+def _stream_problems(easy_fraction, seed=3, batches=6):
+  """Number counts of the problems packed into `batches` pretraining batches of the default world."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from rldyn import config as config_lib, launch, pretrain  # pylint: disable=g-import-not-at-top
+  c = config_lib.default()
+  c.pretrain.easy_fraction = easy_fraction
+  cfg, task = launch.make_config(c)
+  stream = pretrain.TraceStream(task, seed, 16, 192, 0, easy=pretrain._easy_task(cfg))  # pylint: disable=protected-access
+  out = [stream.make(i) for i in range(batches)]
+  stream.close()
+  counts = []
+  sep, target = task.tokenizer.token_to_id(","), task.tokenizer.token_to_id("target")
+  for b in out:
+    for row, seg in zip(b["tokens"], b["segment"]):
+      for s in range(1, seg.max() + 1):
+        ids = row[seg == s].tolist()
+        counts.append(ids[:ids.index(target)].count(sep) + 1)
+  return out, np.array(counts)
+
+
+def test_default_pretraining_mixes_two_number_problems():
+  """pretrain.easy_fraction of the problems come from the 2-number world; 0 leaves the stream as it was."""
+  from rldyn import config as config_lib  # pylint: disable=g-import-not-at-top
+  assert config_lib.default().pretrain.easy_fraction == 0.25
+  _, counts = _stream_problems(0.25)
+  assert set(counts.tolist()) == {2, 3}
+  assert 0.15 < (counts == 2).mean() < 0.45  # 25% of problems, packed (2-number traces are shorter)
+  plain, counts0 = _stream_problems(0.0)
+  assert set(counts0.tolist()) == {3}
+  from rldyn import launch, pretrain  # pylint: disable=g-import-not-at-top
+  _, task = launch.make_config(config_lib.default())
+  stream = pretrain.TraceStream(task, 3, 16, 192, 0)  # no `easy`: the stream before issue #16
+  for i, b in enumerate(plain):
+    assert all((b[k] == stream.make(i)[k]).all() for k in b)
+  stream.close()
+
+
+def test_easy_options_errors_name_the_fix():
+  import pytest  # pylint: disable=g-import-not-at-top
+  from rldyn import config as config_lib, launch, pretrain  # pylint: disable=g-import-not-at-top
+  c = config_lib.default()
+  c.pretrain.easy_fraction = 1.5
+  with pytest.raises(config_lib.ConfigError, match=r"easy_fraction is a probability"):
+    launch.make_config(c)
+  c = config_lib.default()
+  c.pretrain.easy_options = {"num_cont": 2}
+  cfg, _ = launch.make_config(c)
+  with pytest.raises(ValueError, match=r"easy_fraction=0"):
+    pretrain._easy_task(cfg)  # pylint: disable=protected-access
