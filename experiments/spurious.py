@@ -15,6 +15,11 @@ update toward likely tokens). `accuracy` is always the verifier's, whatever the 
     done; done; done; done
     python -m rldyn.compare /tmp/rldyn/spurious/* --out=/tmp/rldyn/spurious_report
 
+The learning rate is 1e-3, ten times the default study's: at 1e-4 the ratio never leaves [0.8, 1.2]
+within a batch (measured at the smoke size: `clip_frac` = 0 on every step), so the clip and no-clip arms
+are bit-identical and the study cannot answer its question; at 1e-3 `clip_frac` is 0.01-0.08 per step.
+Check `clip_frac` > 0 in the clip arms of any rerun at another size.
+
 Variant: `REWARD[,clip|noclip][,u1|u4][,smoke]`, REWARD one of ground_truth, random, incorrect, format,
 majority (defaults: clip, u4). The claim holds here if random/incorrect arms gain held-out pass@1 with
 clip + u4 and not with noclip or u1 (compare's Δ pass@1 intervals); it is refuted if they gain equally
@@ -42,4 +47,5 @@ def get_config(arg: str = "random"):
   c.reward.random_p = 0.5
   c.loss.name = "vanilla" if "noclip" in parts else "clipped"
   c.rl.updates_per_batch = 1 if "u1" in parts else 4
+  c.rl.optim.lr = 1e-3  # 10x the default study's, so the clip binds (see the docstring)
   return c

@@ -76,6 +76,8 @@ def test_arms_run_end_to_end(arm_runs):
   entropy_only = read_jsonl(os.path.join(arm_runs[("oneshot", "entropy_only")], "metrics.jsonl"))
   assert all(r["reward/mean"] == 0.0 and r["loss/pg"] == 0.0 for r in entropy_only)
   assert entropy_only[-1]["update_norm"] > 0  # the entropy bonus alone moves the policy
+  clipped = read_jsonl(os.path.join(arm_runs[("spurious", "format,clip,u4")], "metrics.jsonl"))
+  assert max(r["clip_frac"] for r in clipped) > 0  # the spurious study's lr makes the clip bind
   kl_cov = read_jsonl(os.path.join(arm_runs[("entropy_control", "kl_cov")], "metrics.jsonl"))
   assert all(r["clip_frac"] == 0.0 for r in kl_cov)  # kl_cov never clips
 
