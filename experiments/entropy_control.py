@@ -14,7 +14,8 @@ Arms (docs/objectives.md has each formula):
   clip_high  only the upper clip (ε_low 1, so 1 − ε_low = 0 never binds; ε_high 0.2): entropy falls
   entropy    entropy-based advantage shaping A + min(α·H, |A|/κ) (Cheng et al. 2025)
   passk      the analytical pass@k advantage, k = 4 (Chen et al. 2025)
-All use 4 updates per batch, so the clip acts. Append `,smoke` for the CPU/CI size.
+All use 4 updates per batch and lr 1e-3 (10x the default study's), so the clip acts: at 1e-4 `clip_frac`
+is 0 on every step at the smoke size and the clip arms would equal grpo. Append `,smoke` for the CPU/CI size.
 
 Confirmed if clip_cov, kl_cov, entropy and clip_low end with higher `entropy/execution` than grpo (the
 compare table's final entropy, intervals over seeds) at no loss of held-out pass@1, and clip_high lower;
@@ -35,6 +36,7 @@ def get_config(arg: str = "grpo"):
   if "smoke" in parts[1:]:
     config_lib.shrink(c)
   c.rl.updates_per_batch = 4
+  c.rl.optim.lr = 1e-3  # 10x the default study's, so the clip (and clip-higher) binds
   if arm in ("clip_cov", "kl_cov"):
     c.loss.name = arm
   elif arm == "clip_low":

@@ -9,7 +9,8 @@ clip-higher keep expanding pass@k, or narrow it?
     done; done
     python -m rldyn.compare /tmp/rldyn/prorl/* --out=/tmp/rldyn/prorl_report
 
-Working arms (ProRL's objective: GRPO, ε_low 0.2, ε_high 0.4, 4 updates per batch, k3 KL):
+Working arms (ProRL's objective: GRPO, ε_low 0.2, ε_high 0.4, 4 updates per batch, k3 KL; lr 1e-3, 10x
+the default study's, so that the policy moves enough for the clip to bind, which it never does at 1e-4):
   kl_loss      β = 0.01 KL-to-reference loss term (`loss.kl_coef`)
   clip_higher  the same without KL (β = 0): the control for the KL anchor
 
@@ -45,4 +46,5 @@ def get_config(arg: str = "kl_loss"):
   c.loss.kl_estimator = "k3"
   c.loss.kl_coef = 0.01 if arm == "kl_loss" else 0.0
   c.rl.updates_per_batch = 4
+  c.rl.optim.lr = 1e-3  # 10x the default study's, so the clip (and clip-higher) binds
   return c
