@@ -5,6 +5,7 @@ import importlib
 import json
 import os
 
+import jax
 import numpy as np
 import pytest
 
@@ -12,6 +13,7 @@ from rldyn import compare
 from rldyn import config as config_lib
 from rldyn import distill
 from rldyn import launch
+from rldyn import parallel
 from rldyn.config import ConfigError
 from rldyn.metrics.writers import read_jsonl
 from rldyn.rl import rollout
@@ -54,19 +56,14 @@ def test_distill_writes_an_rl_style_workdir(clean_run):
   assert events[0] == "distill_start" and "run_start" in events and events[-1] == "run_end"
   assert next(e for e in wd.read_events() if e["event"] == "distill_start")["teacher"] == "clean"
   cfg, _ = wd.load_config()
-  params = wd.checkpoint_params(4, cfg, launch.parallel.make_mesh(cfg.mesh))
-  base = wd.base_params(cfg.model, launch.parallel.make_mesh(cfg.mesh))
+  mesh = parallel.make_mesh(cfg.mesh)
+  params, base = wd.checkpoint_params(4, cfg, mesh), wd.base_params(cfg.model, mesh)
   moved = sum(float(np.abs(np.asarray(a) - np.asarray(b)).sum()) for a, b in
-              zip(jax_leaves(params), jax_leaves(base)))
+              zip(jax.tree.leaves(params), jax.tree.leaves(base)))
   assert moved > 0  # the fine-tuned policy differs from the base it started from
   assert ev == {k: v for k, v in wd.read_evals()[-1].items() if k.startswith("eval/")}
   res = compare.compare([d], os.path.join(d, "..", "report"), plots=False)
   assert not res["problems"]
-
-
-def jax_leaves(tree):
-  import jax  # pylint: disable=g-import-not-at-top
-  return jax.tree.leaves(tree)
 
 
 def test_rerun_resumes_and_changes_nothing(clean_run, smoke_base):

@@ -13,7 +13,6 @@ from rldyn import config as config_lib
 from rldyn import launch
 from rldyn import oneshot
 from rldyn.rl import rollout
-from rldyn.tasks import make_task
 from rldyn.tasks import oneshot as oneshot_task
 from rldyn.tasks.base import is_heldout
 
