@@ -121,3 +121,17 @@ def test_importable_beside_rldyn_main():
   r = subprocess.run([sys.executable, "-c", "import rldyn.main, rldyn.plan"], capture_output=True, text=True,
                      cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT}, timeout=120)
   assert r.returncode == 0, r.stderr[-1000:]
+
+
+def test_real_size_options_reach_the_plan():
+  """A preset shape keeps the config's scan_layers and remat; micro-batches and the skipped reference
+  reach the compiled programs."""
+  c = smoke_config(model__scan_layers=True, model__remat="full")
+  assert plan_lib.load_config(c, "qwen2.5-0.5b").model.scan_layers
+  assert plan_lib.load_config(c, "qwen2.5-0.5b").model.remat == "full"
+  cfg = tiny(model__scan_layers=True, model__remat="full", rl__micro_batches=2, loss__kl_metrics=False)
+  report = plan_lib.plan(cfg, jax.devices(), prompt_len=16)
+  assert set(report["programs"]) == {"update", "sampler"}  # nothing needs the reference forward
+  assert report["params"][1]["param"].startswith("layers/") and len(report["params"][1]["shape"]) >= 2
+  with pytest.raises(ConfigError, match="rl.micro_batches = 64 micro-batches"):
+    plan_lib.plan(tiny(rl__micro_batches=32), jax.devices(), 16, ("update",))
