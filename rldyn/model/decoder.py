@@ -40,7 +40,9 @@ Numerics and memory options (ModelConfig):
                       two layouts; `hf.load(..., scan_layers=True)` reads a checkpoint straight into it.
   remat               per-layer rematerialisation in the backward pass (`REMAT_POLICIES`): none (keep
                       every activation) | full (keep only each layer's input) | dots (keep matmul
-                      outputs) | dots_no_batch (keep matmul outputs without batch dims: weights-like) Letters: B batch, T query positions, S key positions (cache slots), E embed, H query
+                      outputs) | dots_no_batch (keep matmul outputs without batch dims: weights-like)
+
+Letters: B batch, T query positions, S key positions (cache slots), E embed, H query
 heads, K kv heads, G = H // K, D head dim, F mlp, V vocab, L layers.
 """
 
@@ -170,7 +172,8 @@ class KVCache(NamedTuple):
   def zeros(cls, cfg: ModelConfig, batch: int, slots: int) -> "KVCache":
     shape = (batch, cfg.n_kv_heads, slots, cfg.head_dim)
     if cfg.scan_layers:
-      return cls(jnp.zeros((cfg.n_layers, *shape), cfg.jnp_dtype), jnp.zeros((cfg.n_layers, *shape), cfg.jnp_dtype))
+      stacked = (cfg.n_layers, *shape)
+      return cls(jnp.zeros(stacked, cfg.jnp_dtype), jnp.zeros(stacked, cfg.jnp_dtype))
     return cls(tuple(jnp.zeros(shape, cfg.jnp_dtype) for _ in range(cfg.n_layers)),
                tuple(jnp.zeros(shape, cfg.jnp_dtype) for _ in range(cfg.n_layers)))
 
