@@ -94,7 +94,7 @@ def _in_global_batch(local: list, rows: slice, n: int, blank) -> list:
 
 
 def rollout(cfg: Config, task: Task, mesh, sample: Callable, params, key: jax.Array, step: int) -> Rollout:
-  """Samples and scores this process's rows of step `step`'s groups with `params` (key: the run's base key)."""
+  """Samples and scores this process's rows of step `step`'s groups (key: the run's base key)."""
   g = cfg.rl.group_size
   problems = step_problems(cfg, task, step)
   prompts = data.prompt_batch(task, problems, repeat=g)  # every row: the global padded width
@@ -142,8 +142,9 @@ def gather(ro: Rollout, roles_BN: np.ndarray) -> tuple[Rollout, np.ndarray]:
   if len(arrays["length_B"]) != ro.global_rows:
     raise ValueError(f"gathered {len(arrays['length_B'])} rows, the step has {ro.global_rows}")
   roles = arrays.pop("roles")
-  return dataclasses.replace(ro, **arrays, problems=list(ro.batch_problems),
-                             texts=parallel.allgather_objects(ro.texts), rows=slice(None), global_rows=0), roles
+  texts = parallel.allgather_objects(ro.texts)
+  return dataclasses.replace(ro, **arrays, problems=list(ro.batch_problems), texts=texts, rows=slice(None),
+                             global_rows=0), roles
 
 def rollout_stats(ro: Rollout) -> dict[str, float]:
   """Host-side statistics of a rollout (metrics.jsonl keys; docs/metrics.md)."""
