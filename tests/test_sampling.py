@@ -102,6 +102,24 @@ def test_stop_token_and_stop_sequence(params):
   assert int(out2["length"][1]) == ends[0]
 
 
+def test_stop_sequences_of_different_lengths(params):
+  """Rolling stop window (issue #16): sequences of length 3 and 1 together end each row where a numpy
+  scan of the unstopped tokens says; the kept tokens equal the unstopped ones."""
+  prompt, pmask = _prompts()
+  free = np.asarray(S.make_sampler(CFG, S.SamplingConfig(max_new_tokens=12, greedy=True))(
+      params, prompt, pmask, jax.random.key(0))["tokens"])
+  seqs = (tuple(int(x) for x in free[1, 3:6]), (int(free[0, 7]),))
+  out = S.make_sampler(CFG, S.SamplingConfig(max_new_tokens=12, greedy=True, stop_sequences=seqs))(
+      params, prompt, pmask, jax.random.key(0))
+  for row in range(2):
+    ends = [i + 1 for i in range(12) for q in seqs
+            if i + 1 >= len(q) and tuple(free[row, i + 1 - len(q):i + 1]) == q]
+    assert int(out["length"][row]) == min(ends)
+    n = min(ends)
+    np.testing.assert_array_equal(out["tokens"][row, :n], free[row, :n])
+    assert not bool(out["truncated"][row])
+
+
 def test_truncation_flag(params):
   prompt, pmask = _prompts()
   out = S.make_sampler(CFG, S.SamplingConfig(max_new_tokens=4))(params, prompt, pmask, jax.random.key(0))
