@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from typing import Any
 
@@ -75,7 +76,8 @@ class WorkdirLock:
   """An exclusive lock on a workdir for a run's lifetime (flock on WORKDIR/.lock, released at exit).
 
   The lock file records the holder (pid, host, command start); a second launch on the same workdir
-  fails at once with a message naming it. flock dies with its process, so the lock of a killed run is
+  fails at once with a message naming it. In a multi-process run process 0 takes it and every process
+  learns the outcome (all of them raise WorkdirBusy, none waits on the others). flock dies with its process, so the lock of a killed run is
   free again: a stale lock file is simply taken over (the previous holder is reported).
   """
 
@@ -85,10 +87,15 @@ class WorkdirLock:
     self.previous: dict | None = None
 
   def __enter__(self) -> WorkdirLock:
+    busy = self._take() if writers.is_writer() and writers.is_local(self.path) else None  # no flock on URIs
+    if _any_process(busy is not None):  # a multi-process run: all of them learn that process 0 could not
+      raise WorkdirBusy(busy or f"{os.path.dirname(self.path)} is in use (process 0 could not lock it)")
+    return self
+
+  def _take(self) -> str | None:
+    """Takes the flock and records this process; returns why not (the holder), or None."""
     import fcntl  # pylint: disable=g-import-not-at-top
     import socket  # pylint: disable=g-import-not-at-top
-    if not writers.is_writer() or not writers.is_local(self.path):  # process 0 holds it; no flock on URIs
-      return self
     fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
       fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -97,15 +104,15 @@ class WorkdirLock:
       os.close(fd)
       who = (f"pid {holder.get('pid')} on {holder.get('host')} since {holder.get('started')}" if holder
              else "another process")
-      raise WorkdirBusy(f"{os.path.dirname(self.path)} is in use by {who}; wait for it to finish, stop it, "
-                        "or use another --workdir") from None
+      return (f"{os.path.dirname(self.path)} is in use by {who}; wait for it to finish, stop it, or use "
+              "another --workdir")
     self.previous = _read_holder(fd) or None
     os.ftruncate(fd, 0)
     os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
                               "started": time.strftime("%Y-%m-%d %H:%M:%S")}).encode(), 0)
     os.fsync(fd)
     self._fd = fd
-    return self
+    return None
 
   def __exit__(self, *exc) -> None:
     import fcntl  # pylint: disable=g-import-not-at-top
@@ -114,6 +121,14 @@ class WorkdirLock:
       fcntl.flock(self._fd, fcntl.LOCK_UN)
       os.close(self._fd)
       self._fd = None
+
+
+def _any_process(flag: bool) -> bool:
+  """`flag` agreed over the processes of a multi-process run (itself when jax is not even imported)."""
+  if "jax" not in sys.modules:
+    return flag
+  from rldyn import parallel  # pylint: disable=g-import-not-at-top
+  return parallel.any_process(flag)
 
 
 def _read_holder(fd: int) -> dict:

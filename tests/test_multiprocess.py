@@ -142,6 +142,17 @@ def test_sigterm_to_one_process_stops_both_at_the_same_step_and_the_rerun_matche
   _assert_same_lines(Workdir(d).read_metrics(), reference.read_metrics())
 
 
+def test_a_busy_workdir_stops_both_processes(smoke_base, tmp_path):
+  """Process 0 cannot take the lock: both processes exit 2 at once (process 1 does not wait in a collective)."""
+  d = str(tmp_path / "busy")
+  os.makedirs(d)
+  with Workdir(d).lock():
+    results = _wait(_launch_pair(d, smoke_base), timeout=300)
+  assert [rc for rc, _ in results] == [2, 2], [t[-2000:] for _, t in results]
+  assert f"in use by pid {os.getpid()}" in results[0][1]
+  assert "is in use" in results[1][1]
+
+
 def test_two_processes_pretrain_the_same_base(smoke_base, tmp_path):
   d = str(tmp_path / "base")
   for rc, text in _wait(_launch_pair(d, "", stage="pretrain")):
