@@ -43,6 +43,9 @@ setuptools.setup(
             "rldyn-phases=rldyn.phases.__main__:entry",
             "rldyn-replay=rldyn.replay.__main__:entry",
             "rldyn-roles=rldyn.roles.__main__:entry",
+            "rldyn-compare=rldyn.compare:entry",
+            "rldyn-oneshot=rldyn.oneshot:entry",
+            "rldyn-distill=rldyn.distill:entry",
         ]
     },
 )

@@ -13,8 +13,9 @@ accuracy, and keep raising it after the training problem is solved ("post-satura
         --config.base_workdir=/tmp/rldyn/base
 
 Variants: `rank` (the default study for 50 steps, every row of every step in samples/), `oneshot`
-(Wang et al.'s loss: k3 KL β 0.001, entropy bonus 0.001; NOT WIRED YET: `task.fixed_problem` is refused
-until rldyn.launch wraps the task with rldyn.oneshot.wrap), `entropy_only` (reward `zero`, entropy bonus
+(Wang et al.'s loss: k3 KL β 0.001, entropy bonus 0.001; `task.fixed_problem` names the problem, as JSON
+or a uid from the training stream; the launcher wraps the task so every training row is that problem while
+held-out evaluation is unchanged), `entropy_only` (reward `zero`, entropy bonus
 0.01, no KL). Append `,smoke` for the CPU/CI size.
 
 Read `accuracy` (train accuracy on the one problem) against `eval/pass@1`: the claim holds if held-out

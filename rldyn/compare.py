@@ -274,7 +274,8 @@ def arm_summary(runs: Sequence[Run]) -> dict[str, Estimate]:
     out[f"base {label}"] = mean_ci([b for b, _ in pairs])
     out[f"final {label}"] = mean_ci([f for _, f in pairs])
     out[f"Δ {label}"] = mean_ci([f - b for b, f in pairs])
-  for key in ("accuracy", "entropy/execution", "entropy/planning", "kl/k3", "response_len/mean"):
+  for key in ("accuracy", "entropy/execution", "entropy/planning", "strategy/entropy", "kl/k3",
+              "response_len/mean"):
     out[f"final {key}"] = mean_ci([final_metric(r, key) for r in runs])
   finals = [final_passk(r)[1] for r in runs]
   ks = sorted(set.intersection(*[set(f) for f in finals])) if finals and all(finals) else []

@@ -60,12 +60,10 @@ class TaskConfig:
   eval_size: int = 200  # held-out problems in the TFDS eval set
   eval_seed: int = 0  # which held-out set
   data_dir: str = ""  # where TFDS eval sets are materialised ("" = ~/.cache/rldyn/tfds)
-  fixed_problem: str = ""  # one-shot RLVR: train on this one problem (JSON or uid; rldyn.tasks.oneshot; not wired yet)
+  fixed_problem: str = ""  # one-shot RLVR: RL trains on this one problem (JSON or uid; rldyn.oneshot)
 
   def __post_init__(self):
     _positive("task.eval_size", self.eval_size)
-    if self.fixed_problem:  # remove when rldyn.launch wraps the task (rldyn.tasks.oneshot.wrap)
-      raise ConfigError("task.fixed_problem is not wired into the launcher yet (issue #14); leave it empty")
 
   @property
   def kwargs(self) -> dict:

@@ -25,6 +25,7 @@ import jax
 from rldyn import checkpoint as ckpt_lib
 from rldyn import config as config_lib
 from rldyn import data as data_lib
+from rldyn import oneshot
 from rldyn import parallel
 from rldyn import pretrain
 from rldyn import roles as roles_lib
@@ -36,6 +37,7 @@ from rldyn.rl import advantages as adv_lib
 from rldyn.rl import loop
 from rldyn.rl import losses
 from rldyn.rl import rewards as rewards_lib
+from rldyn.rl import step as step_lib
 from rldyn.tasks import make_task
 from rldyn.tasks import TASKS
 from rldyn.tasks.base import Task
@@ -109,6 +111,15 @@ def validate(cfg: Config, num_devices: int) -> None:
                       f"rl.group_size / rl.updates_per_batch) but the mesh's data axis (mesh.data * "
                       f"mesh.fsdp) is {dp}: change rl.prompts_per_step or rl.updates_per_batch so {dp} "
                       "divides it")
+  micro = cfg.rl.micro_batches
+  try:
+    step_lib.check_micro_batches(cfg.loss, micro)
+  except ValueError as e:
+    raise ConfigError(str(e)) from e
+  if (batch // cfg.rl.updates_per_batch) % (micro * dp):
+    raise ConfigError(f"each minibatch's {batch // cfg.rl.updates_per_batch} rows must split into "
+                      f"rl.micro_batches={micro} micro-batches whose rows the mesh's data-parallel size {dp} "
+                      "divides; change rl.micro_batches, rl.prompts_per_step or rl.updates_per_batch")
   if cfg.pretrain.batch_size % dp:
     raise ConfigError(f"pretrain.batch_size={cfg.pretrain.batch_size} must be divisible by the mesh's "
                       f"data-parallel size {dp} (mesh.data * mesh.fsdp)")
@@ -318,6 +329,10 @@ def _prepare(config_dict, workdir: str) -> tuple[Config, Task, object, Workdir]:
       check_base(cfg, wd)
     check_workdir(cfg, wd)
     check_checkpoints(cfg, wd)
+    try:  # one-shot RLVR: the problem must parse (or its uid be found) and not be held out
+      oneshot.wrap(cfg, task)
+    except ValueError as e:
+      raise ConfigError(f"task.fixed_problem: {e}") from e
     fixed = task.fixed_heldout()
     if fixed is not None and cfg.task.eval_size > len(fixed):
       raise ConfigError(f"task.eval_size={cfg.task.eval_size} but the task has {len(fixed)} held-out "
@@ -356,7 +371,7 @@ def run(config_dict, workdir: str) -> dict:
     elif not wd.has_base():
       wd.event("pretrain_start", 0)
       pretrain.run(cfg, wd, task, mesh)
-    final = loop.run(cfg, wd, task, mesh)
+    final = loop.run(cfg, wd, oneshot.wrap(cfg, task), mesh)  # the one-problem task if fixed_problem
   print("\n" + summary.summary(wd), flush=True)
   return final
 

@@ -93,3 +93,21 @@ def test_rank_and_compare_read_the_runs(arm_runs, tmp_path):
   assert len(res["arms"]) == len(arm_runs)
   assert all(a["summary"]["Δ pass@1"]["n"] == 1 for a in res["arms"].values())
   assert not [p for p in res["problems"] if "partial" in p["problem"]]
+
+
+def test_oneshot_trains_on_the_ranked_problem(arm_runs, smoke_base, tmp_path):
+  """A training problem's uid (looked up in the stream) as task.fixed_problem is every training row."""
+  uid = read_jsonl(os.path.join(arm_runs[("oneshot", "rank")], "samples", "samples.jsonl"))[-1]["problem"]
+  c = _run_config("oneshot", "oneshot", smoke_base)
+  c.task.fixed_problem = uid
+  c.log.samples = 8
+  d = str(tmp_path / "oneshot")
+  launch.run(c, d)
+  samples = read_jsonl(os.path.join(d, "samples", "samples.jsonl"))
+  assert samples and {s["problem"] for s in samples} == {uid}
+  rows = read_jsonl(os.path.join(d, "metrics.jsonl"))
+  assert [r["step"] for r in rows] == list(range(STEPS)) and "eval/pass@1" in rows[0]
+  bad = _run_config("oneshot", "oneshot", smoke_base)
+  bad.task.fixed_problem = "countdown/not-a-uid"
+  with pytest.raises(launch.ConfigError, match="fixed_problem"):
+    launch.prepare(bad, str(tmp_path / "bad"))

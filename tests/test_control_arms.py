@@ -570,8 +570,7 @@ def test_should_reset_schedule_and_plateau():
 
 def test_unwired_loop_keys_are_refused():
   for section, key, value in (("rl", "dynamic_sampling", True), ("rl", "ref_reset_every", 5),
-                              ("rl", "ref_reset_patience", 2), ("reward", "kl_coef", 0.1),
-                              ("task", "fixed_problem", "countdown/0")):
+                              ("rl", "ref_reset_patience", 2), ("reward", "kl_coef", 0.1)):
     c = config_lib.default()
     c[section][key] = value
     with pytest.raises(config_lib.ConfigError, match="not wired"):

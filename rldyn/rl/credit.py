@@ -15,6 +15,7 @@ import numpy as np
 
 from rldyn.config import Config
 from rldyn.metrics import entropy as entropy_lib
+from rldyn.metrics import strategy as strategy_lib
 from rldyn.rl import advantages as adv_lib
 from rldyn.rl import losses
 from rldyn.rl.rollout import Rollout
@@ -38,10 +39,11 @@ def tag_roles(tagger, ro: Rollout, step: int) -> np.ndarray:
 
 
 def role_stats(cfg: Config, task: Task, tagger, ro: Rollout, roles_BN: np.ndarray) -> dict[str, float]:
-  """Semantic entropy of planning; with a non-structural tagger, its precision/recall vs the truth."""
+  """Semantic entropy of planning, strategy diversity (strategy/*); with a non-structural tagger on a task
+  with ground-truth roles, its precision/recall vs the truth."""
   ids = ro.ids
   out = {}
-  if cfg.roles.tagger != "structural":  # how the configured tagger agrees with the ground truth
+  if cfg.roles.tagger != "structural" and task.has_role_truth:  # the tagger vs the ground truth
     truth = np.concatenate([task.token_roles(x) for x in ids] or [np.zeros(0)])
     pred = np.concatenate([roles_BN[i, :len(x)] for i, x in enumerate(ids)] or [np.zeros(0)])
     tp = float(((pred == PLANNING) & (truth == PLANNING)).sum())
@@ -52,6 +54,8 @@ def role_stats(cfg: Config, task: Task, tagger, ro: Rollout, roles_BN: np.ndarra
   else:  # the task's planning units stand in for gram groups
     uses = [u for i, x in enumerate(ids) for u in entropy_lib.planning_units(x, roles_BN[i])]
   out["semantic_entropy/planning"] = entropy_lib.semantic_entropy(uses)
+  out.update(strategy_lib.step_strategy_metrics(task, tagger, ids, ro.texts, roles_BN, ro.correct_B,
+                                                ro.group_size))
   return out
 
 
