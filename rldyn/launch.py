@@ -33,6 +33,7 @@ from rldyn import state as state_lib
 from rldyn import summary
 from rldyn.model import hf
 from rldyn.config import Config, ConfigError
+from rldyn.metrics import writers
 from rldyn.rl import advantages as adv_lib
 from rldyn.rl import loop
 from rldyn.rl import losses
@@ -372,7 +373,8 @@ def run(config_dict, workdir: str) -> dict:
       wd.event("pretrain_start", 0)
       pretrain.run(cfg, wd, task, mesh)
     final = loop.run(cfg, wd, oneshot.wrap(cfg, task), mesh)  # the one-problem task if fixed_problem
-  print("\n" + summary.summary(wd), flush=True)
+  if writers.is_writer():  # the other processes would read logs process 0 may still be writing
+    print("\n" + summary.summary(wd), flush=True)
   return final
 
 

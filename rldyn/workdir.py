@@ -138,13 +138,15 @@ def _read_holder(fd: int) -> dict:
     return {}
 
 
-def write_json_atomic(path: str, obj: Any, indent: int | None = 2) -> None:
+def write_json_atomic(path: str, obj: Any, indent: int | None = 2, strict: bool = False) -> None:
   """Writes JSON to path.tmp, then renames: readers see the old file or the new one, never half.
 
-  Only the writing process writes (`writers.is_writer`); on the others this does nothing.
+  Only the writing process writes (`writers.is_writer`); on the others this does nothing. strict: refuse
+  NaN/inf (ValueError, nothing written) so the file is standard JSON any reader parses.
   """
   if writers.is_writer():
-    writers.write_bytes_atomic(path, json.dumps(obj, indent=indent).encode())
+    text = json.dumps(obj, indent=indent, allow_nan=not strict) + ("\n" if strict else "")
+    writers.write_bytes_atomic(path, text.encode())
 
 
 def read_json(path: str) -> Any:
@@ -264,7 +266,8 @@ class Workdir:
     task = make_task(d["task"]["name"], **{k: (dict(v) if _is_pair_list(v) else v)
                                             for k, v in dict(options).items()})
     tok = task.tokenizer
-    return config_lib.from_saved(d, tok.vocab_size, tok.pad_id, (tok.eos_id,)), task
+    stops = tuple(getattr(tok, "eos_ids", (tok.eos_id,)))  # a checkpoint's tokenizer may end turns otherwise
+    return config_lib.from_saved(d, tok.vocab_size, tok.pad_id, stops), task
 
   # ---- the base model ---------------------------------------------------------------------------------
   def has_base(self) -> bool:

@@ -85,7 +85,7 @@ def test_bad_input_fails_before_compiling(tmp_path, base_dir, override, match):
 def test_unknown_keys_and_values(tmp_path):
   c = config_lib.default()
   c.task.name = "sudoku"
-  with pytest.raises(ValueError, match="valid: \\['arithmetic', 'countdown'\\]"):
+  with pytest.raises(ValueError, match="valid: \\['arithmetic', 'countdown', 'textmath'\\]"):
     launch.prepare(c, str(tmp_path))
   c = config_lib.default()
   c.model.unlock()

@@ -1,7 +1,6 @@
 """From a metrics log to phases.json, phases.png and a verdict (what the CLI runs)."""
 from __future__ import annotations
 
-import json
 import os
 from typing import Mapping
 
@@ -12,20 +11,8 @@ from rldyn.phases.model import FIT_ROLES
 
 
 def write_json_atomic(path: str, obj: object) -> None:
-  """Writes strict JSON via a temporary file and a rename, so readers never see a torn file.
-
-  The temporary file is removed if serialising or writing fails.
-  """
-  tmp = f"{path}.tmp{os.getpid()}"
-  try:
-    with open(tmp, "w") as f:
-      json.dump(obj, f, indent=2, allow_nan=False)
-      f.write("\n")
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
+  """Strict JSON, whole or not at all, by the workdir's single writer (local or gs:// paths)."""
+  workdir_lib.write_json_atomic(path, obj, indent=2, strict=True)
 
 
 def analyse(metrics_path: str, out_dir: str, *, keys: Mapping[str, str] | None = None,

@@ -6,7 +6,6 @@ files are rebuilt on every replay, cached or not, and always agree with each oth
 
 from __future__ import annotations
 
-import json
 import math
 import os
 
@@ -14,6 +13,7 @@ import numpy as np
 
 from rldyn import workdir as workdir_lib
 from rldyn.metrics import passk as passk_lib
+from rldyn.metrics import writers
 from rldyn.metrics import sparsity as sparsity_lib
 from rldyn.replay import cache as cache_lib
 
@@ -26,11 +26,8 @@ RANK_DEFINITION = ("numerical rank of the fp32 update: singular values > rtol * 
 
 
 def write_json_atomic(path: str, obj) -> None:
-  tmp = f"{path}.tmp{os.getpid()}"
-  with open(tmp, "w") as f:
-    json.dump(cache_lib.canonical(obj), f, indent=1, allow_nan=False)
-    f.write("\n")
-  os.replace(tmp, path)
+  """Strict JSON, whole or not at all, by the workdir's single writer (local or gs:// paths)."""
+  workdir_lib.write_json_atomic(path, cache_lib.canonical(obj), indent=1, strict=True)
 
 
 def _label(step: int) -> str:
@@ -334,8 +331,6 @@ def write_all(out_dir: str, workdir: str, records: dict[int, dict], comparisons:
       plots_lib.sparsity_plot(os.path.join(out_dir, "sparsity.png"), weights, sp["atols"])
       plots.append("sparsity.png")
   report_path = os.path.join(out_dir, workdir_lib.REPLAY_REPORT)
-  tmp = f"{report_path}.tmp{os.getpid()}"
-  with open(tmp, "w") as f:
-    f.write(markdown(workdir, records, pk, probe, sp, settings, plots))
-  os.replace(tmp, report_path)
+  if writers.is_writer():
+    writers.write_bytes_atomic(report_path, markdown(workdir, records, pk, probe, sp, settings, plots).encode())
   return files + [os.path.join(out_dir, p) for p in plots] + [report_path]
