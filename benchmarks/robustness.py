@@ -3,6 +3,7 @@
     python benchmarks/robustness.py --root=/tmp/rldyn/robustness            # 5 seeds x 2 variants + 3 RL
     python benchmarks/robustness.py --root=/tmp/rldyn/robustness --jobs=2   # two runs at a time
     python benchmarks/robustness.py --root=... --variants=default,avx2,dev2 --seeds=0,1 --rl_seeds=
+    python benchmarks/robustness.py --root=/tmp/rldyn/rob_smoke --config_variant=smoke --seeds=0,1 --rl_seeds=0
 
 Each run is an ordinary command-line launch in its own workdir, run as a subprocess:
 
@@ -65,11 +66,11 @@ def _launch(cmd: list[str], env: dict, log: str, nice: int) -> float:
   return time.time() - t0
 
 
-def base_run(root: str, variant: str, seed: int, extra: list[str], nice: int) -> dict:
+def base_run(root: str, variant: str, seed: int, extra: list[str], nice: int, config: str = "") -> dict:
   wd = Workdir(os.path.join(root, f"base-{variant}-s{seed}"))
   wall = 0.0
   if not wd.has_base():
-    cmd = [sys.executable, "-m", "rldyn.main", "--config=experiments/pretrain.py", f"--config.seed={seed}",
+    cmd = [sys.executable, "-m", "rldyn.main", f"--config=experiments/pretrain.py{config}", f"--config.seed={seed}",
            f"--workdir={wd.root}"] + extra
     os.makedirs(root, exist_ok=True)
     wall = _launch(cmd, _env(variant, root), wd.root + ".log", nice)
@@ -78,10 +79,10 @@ def base_run(root: str, variant: str, seed: int, extra: list[str], nice: int) ->
           "pass@1": info["eval/pass@1"], "steps": info["steps"], "train_s": info["train_s"], "wall_s": wall}
 
 
-def rl_run(root: str, seed: int, extra: list[str], nice: int) -> dict:
+def rl_run(root: str, seed: int, extra: list[str], nice: int, config: str = "") -> dict:
   base = Workdir(os.path.join(root, f"base-default-s{seed}"))
   wd = Workdir(os.path.join(root, f"rl-s{seed}"))
-  cmd = [sys.executable, "-m", "rldyn.main", "--config=experiments/two_phase.py", f"--config.seed={seed}",
+  cmd = [sys.executable, "-m", "rldyn.main", f"--config=experiments/two_phase.py{config}", f"--config.seed={seed}",
          f"--config.base_workdir={base.root}", f"--workdir={wd.root}"] + extra
   wall = _launch(cmd, _env("default", root), wd.root + ".log", nice)  # a finished run only prints
   evals = wd.read_evals()
@@ -127,6 +128,8 @@ def main(argv=None) -> int:
   ap.add_argument("--variants", default="default,avx2", help=f"numerics variants: {', '.join(VARIANTS)}")
   ap.add_argument("--rl_seeds", default="0,1,2", help="RL seeds (each on the default-variant base of its "
                   "seed, which is trained first if the base matrix lacks it); empty = no RL runs")
+  ap.add_argument("--config_variant", default="", help="variant of experiments/pretrain.py and two_phase.py "
+                  "('' = the default study; smoke = seconds, to check this script)")
   ap.add_argument("--jobs", type=int, default=1, help="runs at a time")
   ap.add_argument("--nice", type=int, default=5, help="niceness of the launches")
   args, extra = ap.parse_known_args(argv)
@@ -142,12 +145,13 @@ def main(argv=None) -> int:
   rl_seeds = [int(s) for s in args.rl_seeds.split(",") if s]
   base_extra = [a for a in extra if not a.startswith(("--config.rl.", "--config.eval."))]
 
+  config = f":{args.config_variant}" if args.config_variant else ""
   jobs = [(v, s) for s in seeds for v in variants]
   jobs += [("default", s) for s in rl_seeds if ("default", s) not in jobs]
   t0 = time.time()
   with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
-    bases = list(pool.map(lambda j: base_run(args.root, j[0], j[1], base_extra, args.nice), jobs))
-    rls = list(pool.map(lambda s: rl_run(args.root, s, extra, args.nice), rl_seeds))
+    bases = list(pool.map(lambda j: base_run(args.root, j[0], j[1], base_extra, args.nice, config), jobs))
+    rls = list(pool.map(lambda s: rl_run(args.root, s, extra, args.nice, config), rl_seeds))
   ok = True
   print(f"\nbase models ({len(bases)} runs; held-out greedy accuracy and sampled pass@1)")
   st = print_table(bases, ["greedy", "pass@1", "train_s"])

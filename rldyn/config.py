@@ -100,7 +100,7 @@ class PretrainConfig:
   optim: OptimConfig = OptimConfig(lr=3e-3, warmup_steps=100, decay="cosine", weight_decay=0.01,
                                    b2=0.95)  # AdamW + warmup + cosine
   time_budget_s: float = 0.0  # > 0: stop early when this much wall time has passed
-  easy_fraction: float = 0.25  # share of pretraining problems drawn from the easier world below
+  easy_fraction: float = 0.0  # share of pretraining problems drawn from the easier world below
   easy_options: tuple = (("num_count", 2),)  # task options overriding task.options for those problems
 
   def __post_init__(self):
@@ -361,7 +361,6 @@ def shrink(c: config_dict.ConfigDict) -> None:
   c.pretrain.seq_len = 96
   c.pretrain.log_every = 40
   c.pretrain.eval_samples = 2
-  c.pretrain.easy_fraction = 0.0  # the smoke world already has two numbers
   c.task.eval_size = 16
   c.rl.steps = 3
   c.rl.prompts_per_step = 8

@@ -43,10 +43,10 @@ def _stream_problems(easy_fraction, seed=3, batches=6):
   return out, np.array(counts)
 
 
-def test_default_pretraining_mixes_two_number_problems():
+def test_pretraining_mixes_two_number_problems():
   """pretrain.easy_fraction of the problems come from the 2-number world; 0 leaves the stream as it was."""
   from rldyn import config as config_lib  # pylint: disable=g-import-not-at-top
-  assert config_lib.default().pretrain.easy_fraction == 0.25
+  assert config_lib.default().pretrain.easy_fraction == 0.0  # off in the default study
   _, counts = _stream_problems(0.25)
   assert set(counts.tolist()) == {2, 3}
   assert 0.15 < (counts == 2).mean() < 0.45  # 25% of problems, packed (2-number traces are shorter)
@@ -68,6 +68,7 @@ def test_easy_options_errors_name_the_fix():
   with pytest.raises(config_lib.ConfigError, match=r"easy_fraction is a probability"):
     launch.make_config(c)
   c = config_lib.default()
+  c.pretrain.easy_fraction = 0.25
   c.pretrain.easy_options = {"num_cont": 2}
   cfg, _ = launch.make_config(c)
   with pytest.raises(ValueError, match=r"easy_fraction=0"):
