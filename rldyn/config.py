@@ -118,9 +118,9 @@ class RLConfig:
   prompts_per_step: int = 16  # prompts per rollout batch
   group_size: int = 8  # responses per prompt (GRPO group)
   updates_per_batch: int = 2  # minibatches per rollout batch, one optimizer update each
-  dynamic_sampling: bool = False  # drop groups whose rewards are all equal, refill (credit.dynamic_sampling; not wired yet)
+  dynamic_sampling: bool = False  # drop groups whose rewards are all equal, refill (credit.dynamic_sampling)
   refill_rounds: int = 3  # dynamic sampling: most extra rollout rounds per step before padding
-  ref_reset_every: int = 0  # hard reference reset every N steps (0 = off; credit.should_reset; not wired yet)
+  ref_reset_every: int = 0  # hard reference reset every N steps (0 = off; credit.should_reset)
   ref_reset_patience: int = 0  # reset when eval/pass@1 has not improved by ref_reset_delta for this many evals (0 = off)
   ref_reset_delta: float = 0.0  # the improvement that counts for ref_reset_patience
   micro_batches: int = 1  # gradient-accumulation micro-batches per minibatch (same update, less memory)
@@ -133,9 +133,6 @@ class RLConfig:
         raise ConfigError(f"rl.{k} must be positive, got {getattr(self, k)}")
     if self.refill_rounds < 0 or self.ref_reset_every < 0 or self.ref_reset_patience < 0:
       raise ConfigError("rl.refill_rounds, rl.ref_reset_every and rl.ref_reset_patience must be >= 0")
-    for k in ("dynamic_sampling", "ref_reset_every", "ref_reset_patience"):  # remove each when the loop wires it
-      if getattr(self, k):
-        raise ConfigError(f"rl.{k} is not wired into the RL loop yet (issue #14); leave it at its default")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,13 +140,13 @@ class RewardConfig:
   name: str = "ground_truth"  # a name from rldyn.rl.rewards.REWARDS
   random_p: float = 0.5  # Bernoulli γ of the `random` reward
   seed: int = 0  # seed of the reward's own randomness (random reward, wrong labels)
-  kl_coef: float = 0.0  # β of the KL reward penalty r − β·Σ_t k1_t (credit.kl_reward_penalty; not wired yet)
+  kl_coef: float = 0.0  # β of the KL reward penalty r − β·Σ_t k1_t (credit.kl_reward_penalty)
 
   def __post_init__(self):
     if not 0.0 <= self.random_p <= 1.0:
       raise ConfigError(f"reward.random_p is a probability, in [0, 1]; got {self.random_p}")
-    if self.kl_coef:  # remove when the loop passes reference log-probs to credit
-      raise ConfigError("reward.kl_coef is not wired into the RL loop yet (issue #14); use loss.kl_coef")
+    if not self.kl_coef >= 0:
+      raise ConfigError(f"reward.kl_coef must be >= 0, got {self.kl_coef}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -298,15 +298,27 @@ class Workdir:
     write_json_atomic(self.base_info_path, info)
 
   def base_params(self, model_cfg, mesh) -> dict:
-    """The base parameters, restored onto `mesh` with the model's shardings."""
+    """The base parameters, restored onto `mesh` with the model's shardings, in the model's layer layout.
+
+    A base saved in the other layout (its info.json's model.scan_layers: a per-layer base for a
+    `model.scan_layers=True` run, or the reverse) is restored as saved, then stacked or unstacked
+    (rldyn.model.stack_layers / unstack_layers) straight into the model's shardings.
+    """
+    import dataclasses  # pylint: disable=g-import-not-at-top
     import jax  # pylint: disable=g-import-not-at-top
     import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
     from rldyn import model as model_lib  # pylint: disable=g-import-not-at-top
     from rldyn import state as state_lib  # pylint: disable=g-import-not-at-top
+    saved_scan = bool(self.base_info().get("model", {}).get("scan_layers", False))
+    saved_cfg = dataclasses.replace(model_cfg, scan_layers=saved_scan)
     target = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                          model_lib.abstract_params(model_cfg), state_lib.param_shardings(model_cfg, mesh))
+                          model_lib.abstract_params(saved_cfg), state_lib.param_shardings(saved_cfg, mesh))
     with ocp.StandardCheckpointer() as c:
-      return c.restore(self.base_source().base_params_path, target)
+      params = c.restore(self.base_source().base_params_path, target)
+    if saved_scan == model_cfg.scan_layers:
+      return params
+    convert = model_lib.stack_layers if model_cfg.scan_layers else model_lib.unstack_layers
+    return jax.jit(convert, out_shardings=state_lib.param_shardings(model_cfg, mesh))(params)
 
   # ---- RL checkpoints ---------------------------------------------------------------------------------
   def checkpoint_steps(self) -> list[int]:

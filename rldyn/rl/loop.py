@@ -66,17 +66,22 @@ class RunState:
   ref_params: Any
   step: int  # the next step to run
   nll_exec0: float | None  # step 0's execution-token NLL: the reference of ppl/execution_rel
+  evals: tuple[tuple[int, float], ...] = ()  # (step, eval/pass@1) of every in-run evaluation so far
+  last_reset: int = 0  # the step of the last reference reset (0: the reference is the base)
 
   def tree(self) -> dict:
     return {"state": {"params": self.params, "opt_state": self.opt_state}, "ref_params": self.ref_params}
 
   def meta(self) -> dict:
-    return {"step": self.step, "nll_exec0": self.nll_exec0}
+    return {"step": self.step, "nll_exec0": self.nll_exec0, "evals": [list(e) for e in self.evals],
+            "last_reset": self.last_reset}
 
   @classmethod
   def from_checkpoint(cls, tree: dict, meta: dict) -> RunState:
+    # Checkpoints written before reference resets existed have neither key: no history, never reset.
+    evals = tuple((int(s), float(v)) for s, v in meta.get("evals", ()))
     return cls(tree["state"]["params"], tree["state"]["opt_state"], tree["ref_params"], int(meta["step"]),
-               meta["nll_exec0"])
+               meta["nll_exec0"], evals, int(meta.get("last_reset", 0)))
 
 
 @dataclasses.dataclass
@@ -86,6 +91,7 @@ class Programs:
   sample: Callable
   update: Callable
   make_ref_logprobs: Callable[[int], Callable]
+  at_ref: Callable  # (params, ref_params) -> whether they are equal bit for bit
   _ref: dict = dataclasses.field(default_factory=dict)
 
   def ref_logprobs(self, n: int) -> Callable:
@@ -101,14 +107,23 @@ def initial_state(cfg: Config, base_params, mesh) -> tuple[RunState, Any]:
   return RunState(params, state_lib.init_opt_state(tx, params, mesh), base_params, 0, None), tx
 
 
+def needs_reference(cfg: Config) -> bool:
+  """Whether a step scores its rollout with π_ref: for the update (loss KL term or kl/* metrics,
+  `step.needs_reference`) or for the KL reward penalty (reward.kl_coef > 0)."""
+  return step_lib.needs_reference(cfg.loss) or cfg.reward.kl_coef > 0
+
+
 def compile_programs(cfg: Config, mesh, tx, state: RunState) -> Programs:
   st = {"params": state.params, "opt_state": state.opt_state}
   temp = cfg.sampling.temperature
   return Programs(
       sample=sampling.make_sampler(cfg.model, cfg.sampling),
       update=step_lib.make_update_step(cfg.model, cfg.loss, tx, temp, cfg.rl.updates_per_batch,
-                                       cfg.sampling.max_new_tokens, mesh, st),
-      make_ref_logprobs=lambda n: step_lib.make_ref_logprobs(cfg.model, temp, n, mesh, state.ref_params))
+                                       cfg.sampling.max_new_tokens, mesh, st,
+                                       micro_batches=cfg.rl.micro_batches),
+      make_ref_logprobs=lambda n: step_lib.make_ref_logprobs(cfg.model, temp, n, mesh, state.ref_params,
+                                                             cfg.loss.logit_chunk),
+      at_ref=jax.jit(step_lib.params_equal))
 
 
 def restore(ckpt: ckpt_lib.Checkpointer, state: RunState) -> tuple[RunState, bool]:
@@ -153,6 +168,7 @@ class Context:
   task: Task
   mesh: Any
   key: jax.Array  # the run's base key; every purpose and step folds into it
+  tx: Any  # the optimizer (a reference reset re-initialises its state)
   progs: Programs
   tagger: Any
   eval_problems: list
@@ -173,7 +189,7 @@ def run(cfg: Config, wd: Workdir, task: Task, mesh) -> dict:
   out = emit.Emitter(cfg, wd, state.step)
   sink.attach(out)
   ctx = Context(
-      cfg=cfg, task=task, mesh=mesh, key=jax.random.key(cfg.seed), progs=progs,
+      cfg=cfg, task=task, mesh=mesh, key=jax.random.key(cfg.seed), tx=tx, progs=progs,
       tagger=roles_lib.make_tagger(r.tagger, task, lexicon_path=r.lexicon_path, placebo_of=r.placebo_of,
                                    seed=r.seed, span_patterns=r.span_patterns),
       eval_problems=evalsets.load_eval_set(task, cfg.task.eval_size, cfg.task.eval_seed,
@@ -210,19 +226,31 @@ def rl_step(ctx: Context, state: RunState, pending: tuple | None, step: int
       else {}
   if ev:
     out.evaluation(step, ev)
+  state = maybe_reset(ctx, state, step, ev)
   c_roll = clock.seconds
-  ro = rollout_lib.rollout(cfg, ctx.task, ctx.mesh, ctx.progs.sample, state.params, ctx.key, step)
+  ro, sample_host, sampled_tokens = sample_batch(ctx, state, step)
   c_roll = clock.seconds - c_roll
   t_host = time.time()
   # credit.assign on this process's rows (whole groups); the role statistics from the gathered rollout.
   roles = credit.tag_roles(ctx.tagger, ro, step)
-  batch = credit.update_batch(cfg, ro, credit.group_advantages(cfg, ro), roles)
+  tokens = {"tokens_BS": np.concatenate([ro.prompt_tokens_BP, ro.tokens_BN], axis=1),
+            "mask_BS": np.concatenate([ro.prompt_mask_BP, ro.mask_BN], axis=1)}
+  dev = parallel.place_rows(ctx.mesh, tokens, ro.global_rows)
+  ref_logp = None
+  if needs_reference(cfg):
+    ref_logp = ctx.progs.ref_logprobs(ro.tokens_BN.shape[1])(state.ref_params, dev["tokens_BS"],
+                                                             dev["mask_BS"])
+  penalty_host = {}
+  rewarded = ro
+  if cfg.reward.kl_coef > 0:
+    rewarded, penalty_host = kl_penalised(ctx, state, ro, ref_logp)
+  batch = credit.update_batch(cfg, ro, credit.group_advantages(cfg, rewarded), roles)
+  dev.update(parallel.place_rows(ctx.mesh, {k: v for k, v in batch.items() if k not in dev}, ro.global_rows))
+  if "ref_logp_BN" in step_lib.batch_keys(cfg.loss):
+    dev["ref_logp_BN"] = ref_logp
   everyone, all_roles = rollout_lib.gather(ro, roles)
   role_host = credit.role_stats(cfg, ctx.task, ctx.tagger, everyone, all_roles)
   host_s = ro.score_s + time.time() - t_host
-  dev = parallel.place_rows(ctx.mesh, batch, ro.global_rows)
-  dev["ref_logp_BN"] = ctx.progs.ref_logprobs(batch["resp_mask_BN"].shape[1])(
-      state.ref_params, dev["tokens_BS"], dev["mask_BS"])
   t_up, c_up = time.time(), clock.seconds
   new, metrics = ctx.progs.update({"params": state.params, "opt_state": state.opt_state}, state.ref_params,
                                   dev)
@@ -238,14 +266,94 @@ def rl_step(ctx: Context, state: RunState, pending: tuple | None, step: int
             "time_s": t_end - ctx.t_start}
   check_faults(cfg, out, step, metrics)
   out.decoded(step, everyone)
-  host = {**role_host, **rollout_lib.rollout_stats(everyone),
-          "perf/rollout_tok_s": float(everyone.length_B.sum()) / max(ro.sample_s - c_roll, 1e-9), **ev}
+  host = {**role_host, **rollout_lib.rollout_stats(everyone), **penalty_host, **sample_host,
+          "perf/rollout_tok_s": (float(everyone.length_B.sum()) if sampled_tokens is None else sampled_tokens)
+          / max(ro.sample_s - c_roll, 1e-9), **ev}
   pending = (step, metrics, host, timing)
   if state.step % cfg.checkpoint.every == 0 or state.step == cfg.rl.steps:
     state = write_line(out, state, pending)
     ctx.ckpt.save(state.step, state.tree(), state.meta())  # reported saved once it has committed
     pending = None
   return state, pending
+
+
+def maybe_reset(ctx: Context, state: RunState, step: int, ev: dict) -> RunState:
+  """ProRL's hard reference reset before step `step`'s rollout, when `credit.should_reset` says so.
+
+  The held-out pass@1 of an evaluation at this step joins the history first. A reset sets π_ref ← π_θ (a
+  copy: the update donates the policy's buffers, never the reference's), re-initialises the optimizer
+  state (Adam moments and its step count) and writes a `ref_reset` event; the update that follows starts
+  at θ = θ_ref, so its KL is exactly 0 (step.py's θ = θ_ref rule).
+  """
+  rl = ctx.cfg.rl
+  if ev:
+    state = dataclasses.replace(state, evals=state.evals + ((step, float(ev["eval/pass@1"])),))
+  if not credit.should_reset(step, list(state.evals), rl.ref_reset_every, rl.ref_reset_patience,
+                             rl.ref_reset_delta, state.last_reset):
+    return state
+  scheduled = bool(rl.ref_reset_every) and step - state.last_reset >= rl.ref_reset_every
+  ctx.out.event("ref_reset", step, reason="schedule" if scheduled else "plateau",
+                previous_reset=state.last_reset, **({"eval/pass@1": ev["eval/pass@1"]} if ev else {}))
+  return dataclasses.replace(state, ref_params=jax.tree.map(lambda x: x.copy(), state.params),
+                             opt_state=state_lib.init_opt_state(ctx.tx, state.params, ctx.mesh),
+                             last_reset=step)
+
+
+def kl_penalised(ctx: Context, state: RunState, ro: rollout_lib.Rollout, ref_logp_BN
+                 ) -> tuple[rollout_lib.Rollout, dict]:
+  """(the rollout with rewards r − β·Σ_t k1_t for the advantage estimator, {reward/kl_penalty}).
+
+  `credit.kl_reward_penalty` on this process's rows; at θ = θ_ref bit for bit the penalty is exactly 0
+  (the reference scorer's log-probs differ from the sampler's only by compilation noise, which the group
+  normalisation would otherwise turn into advantages). reward/kl_penalty is the mean of β·Σ_t k1_t over
+  every row of the step.
+  """
+  beta = ctx.cfg.reward.kl_coef
+  if bool(ctx.progs.at_ref(state.params, state.ref_params)):
+    ref = ro.logp_BN
+  else:
+    ref = parallel.fetch_rows(ref_logp_BN, ro.rows)
+  rewards, kl_B = credit.kl_reward_penalty(ro.rewards_B, ro.logp_BN, ref, ro.mask_BN, beta)
+  kl_all = parallel.allgather(kl_B)
+  return dataclasses.replace(ro, rewards_B=rewards), {"reward/kl_penalty": float(beta * kl_all.mean())}
+
+
+def sample_batch(ctx: Context, state: RunState, step: int
+                 ) -> tuple[rollout_lib.Rollout, dict, float | None]:
+  """(this process's rows of the step's batch, host statistics, response tokens sampled over every process
+  in every round: None when that is the batch's own).
+
+  Without rl.dynamic_sampling: the step's rollout. With it (DAPO/ProRL; docs/objectives.md): round 0 is the
+  step's rollout; while `credit.dynamic_sampling` says the batch is not full, round r samples
+  rl.prompts_per_step more problems from `credit.refill_stream(seed, step, r)` with the sampling key of
+  round 0 folded with r. Every round is gathered, so every process decides the same selection from the
+  same rewards; the selected groups are concatenated group-major into one rollout of exactly
+  rl.prompts_per_step groups (prompts left-padded and responses right-padded to the widest round) and each
+  process keeps its own contiguous block of it.
+  """
+  cfg, g, n_groups = ctx.cfg, ctx.cfg.rl.group_size, ctx.cfg.rl.prompts_per_step
+  roll = lambda r, problems: rollout_lib.rollout(cfg, ctx.task, ctx.mesh, ctx.progs.sample,  # noqa: E731
+                                                 state.params, ctx.key, step, round_=r, problems=problems)
+  ro = roll(0, None)
+  if not cfg.rl.dynamic_sampling:
+    return ro, {}, None
+  rounds = [rollout_lib.gather(ro)[0]]
+  while True:
+    selection, done = credit.dynamic_sampling([r.rewards_B.reshape(-1, g) for r in rounds], n_groups,
+                                              cfg.rl.refill_rounds)
+    if done:
+      break
+    rng = credit.refill_stream(cfg.seed, step, len(rounds))
+    rounds.append(rollout_lib.gather(roll(len(rounds), [ctx.task.sample_problem(rng)
+                                                        for _ in range(n_groups)]))[0])
+  full = rollout_lib.select_groups(rounds, selection, cfg.sampling.pad_id)
+  informative = [credit.informative_groups(r.rewards_B.reshape(-1, g)) for r in rounds]
+  host = {"dynamic/rounds": float(len(rounds)),
+          "dynamic/kept_frac": float(np.mean(np.concatenate(informative))),
+          "dynamic/padded_groups": float(sum(not informative[r][i] for r, i in selection)),
+          "dynamic/accuracy_all": float(np.mean(np.concatenate([r.correct_B for r in rounds])))}
+  return (rollout_lib.own_rows(full, ctx.mesh), host,
+          float(sum(r.length_B.sum() for r in rounds)))
 
 
 def stop(ctx: Context, state: RunState, pending: tuple | None) -> None:

@@ -93,10 +93,22 @@ def _in_global_batch(local: list, rows: slice, n: int, blank) -> list:
   return out
 
 
-def rollout(cfg: Config, task: Task, mesh, sample: Callable, params, key: jax.Array, step: int) -> Rollout:
-  """Samples and scores this process's rows of step `step`'s groups (key: the run's base key)."""
+# Refill round r >= 1 of step t scores its rewards as reward step t + r·REFILL_REWARD_STEP, so a reward
+# with a per-step stream (random) draws afresh in every round instead of repeating round 0's values.
+REFILL_REWARD_STEP = 2**32
+
+
+def rollout(cfg: Config, task: Task, mesh, sample: Callable, params, key: jax.Array, step: int,
+            round_: int = 0, problems: list[Problem] | None = None) -> Rollout:
+  """Samples and scores this process's rows of step `step`'s groups (key: the run's base key).
+
+  round_ > 0 is a dynamic-sampling refill round (rldyn.rl.loop.sample_batch): `problems` are its
+  problems, its sampling key is round 0's folded with round_, its rewards see REFILL_REWARD_STEP.
+  """
   g = cfg.rl.group_size
-  problems = step_problems(cfg, task, step)
+  if (round_ == 0) != (problems is None):
+    raise ValueError(f"round 0 samples the step's own problems, a refill round ({round_}) is given its own")
+  problems = step_problems(cfg, task, step) if problems is None else problems
   prompts = data.prompt_batch(task, problems, repeat=g)  # every row: the global padded width
   if prompts["tokens"].shape[1] + cfg.sampling.max_new_tokens > cfg.model.max_seq_len:
     raise ValueError(f"step {step}: prompts of {prompts['tokens'].shape[1]} tokens plus "
@@ -106,8 +118,9 @@ def rollout(cfg: Config, task: Task, mesh, sample: Callable, params, key: jax.Ar
   rows = parallel.process_rows(mesh, n_rows, multiple=g)
   t0 = time.time()
   dev = parallel.place_rows(mesh, {k: v[rows] for k, v in prompts.items()}, n_rows)
+  step_key = jax.random.fold_in(jax.random.fold_in(key, ROLLOUT_PURPOSE), step)
   out = sample(params, dev["tokens"], dev["mask"],
-               jax.random.fold_in(jax.random.fold_in(key, ROLLOUT_PURPOSE), step))
+               jax.random.fold_in(step_key, round_) if round_ else step_key)
   out = {k: parallel.fetch_rows(v, rows) for k, v in out.items()}
   t1 = time.time()
   mask, length, truncated = truncate(task, out["tokens"], out["mask"], out["length"], out["truncated"])
@@ -119,7 +132,7 @@ def rollout(cfg: Config, task: Task, mesh, sample: Callable, params, key: jax.Ar
   # values whatever the process count); rows other processes own are blank and not read back.
   ctx = rewards_lib.RewardContext(task, all_rows, _in_global_batch(texts, rows, n_rows, ""),
                                   np.array(_in_global_batch(list(correct), rows, n_rows, False), bool), g,
-                                  step, cfg.reward)
+                                  step + round_ * REFILL_REWARD_STEP, cfg.reward)
   rewards = rewards_lib.compute(ctx)[rows]
   longest = int(parallel.allgather(np.array([length.max(initial=0)])).max())  # the same width everywhere
   n = min(out["tokens"].shape[1], -(-longest // RESPONSE_BUCKET) * RESPONSE_BUCKET)
@@ -131,20 +144,65 @@ def rollout(cfg: Config, task: Task, mesh, sample: Callable, params, key: jax.Ar
       rows=rows, global_rows=n_rows, batch_problems=all_rows)
 
 
-def gather(ro: Rollout, roles_BN: np.ndarray) -> tuple[Rollout, np.ndarray]:
+def gather(ro: Rollout, roles_BN: np.ndarray | None = None) -> tuple[Rollout, np.ndarray | None]:
   """(the step's whole rollout, its roles) on every process, from each process's rows (identity on one)."""
   if jax.process_count() == 1:
     return ro, roles_BN
   arrays = parallel.allgather({
       "prompt_tokens_BP": ro.prompt_tokens_BP, "prompt_mask_BP": ro.prompt_mask_BP, "tokens_BN": ro.tokens_BN,
       "mask_BN": ro.mask_BN, "logp_BN": ro.logp_BN, "entropy_BN": ro.entropy_BN, "length_B": ro.length_B,
-      "truncated_B": ro.truncated_B, "correct_B": ro.correct_B, "rewards_B": ro.rewards_B, "roles": roles_BN})
+      "truncated_B": ro.truncated_B, "correct_B": ro.correct_B, "rewards_B": ro.rewards_B,
+      **({} if roles_BN is None else {"roles": roles_BN})})
   if len(arrays["length_B"]) != ro.global_rows:
     raise ValueError(f"gathered {len(arrays['length_B'])} rows, the step has {ro.global_rows}")
-  roles = arrays.pop("roles")
+  roles = arrays.pop("roles", None)
   texts = parallel.allgather_objects(ro.texts)
   return dataclasses.replace(ro, **arrays, problems=list(ro.batch_problems), texts=texts, rows=slice(None),
                              global_rows=0), roles
+
+
+def _pad_to(x: np.ndarray, width: int, value, left: bool) -> np.ndarray:
+  pad = [(0, 0)] * x.ndim
+  pad[1] = (width - x.shape[1], 0) if left else (0, width - x.shape[1])
+  return np.pad(x, pad, constant_values=value)
+
+
+def select_groups(rounds: list[Rollout], selection: list[tuple[int, int]], pad_id: int) -> Rollout:
+  """One whole rollout of the selected (round, group) pairs, in selection order (group-major rows).
+
+  rounds: whole (gathered) rollouts of one step. Prompts are left-padded (pad_id, mask off) to the widest
+  round's prompt width, responses right-padded (pad_id, mask off, log-prob and entropy 0) to the widest
+  response width; sampling and scoring times are the rounds' sums.
+  """
+  g = rounds[0].group_size
+  p_w = max(r.prompt_tokens_BP.shape[1] for r in rounds)
+  n_w = max(r.tokens_BN.shape[1] for r in rounds)
+  rows = [(r, np.arange(i * g, (i + 1) * g)) for r, i in selection]
+
+  def cat(name: str, width: int = 0, value=0, left: bool = False) -> np.ndarray:
+    parts = [getattr(rounds[r], name)[idx] for r, idx in rows]
+    return np.concatenate([_pad_to(x, width, value, left) if width else x for x in parts])
+
+  problems = [rounds[r].problems[j] for r, idx in rows for j in idx]
+  return Rollout(
+      problems=problems, prompt_tokens_BP=cat("prompt_tokens_BP", p_w, pad_id, True),
+      prompt_mask_BP=cat("prompt_mask_BP", p_w, False, True), tokens_BN=cat("tokens_BN", n_w, pad_id),
+      mask_BN=cat("mask_BN", n_w, False), logp_BN=cat("logp_BN", n_w, 0.0),
+      entropy_BN=cat("entropy_BN", n_w, 0.0), length_B=cat("length_B"), truncated_B=cat("truncated_B"),
+      texts=[rounds[r].texts[j] for r, idx in rows for j in idx], correct_B=cat("correct_B"),
+      rewards_B=cat("rewards_B"), group_size=g, sample_s=sum(r.sample_s for r in rounds),
+      score_s=sum(r.score_s for r in rounds), batch_problems=problems)
+
+
+def own_rows(whole: Rollout, mesh) -> Rollout:
+  """This process's contiguous block of whole groups (`parallel.process_rows`) of a whole rollout."""
+  n = len(whole.length_B)
+  rows = parallel.process_rows(mesh, n, multiple=whole.group_size)
+  arrays = {f.name: getattr(whole, f.name)[rows] for f in dataclasses.fields(Rollout)
+            if isinstance(getattr(whole, f.name), np.ndarray)}
+  return dataclasses.replace(whole, **arrays, problems=whole.problems[rows], texts=whole.texts[rows],
+                             rows=rows, global_rows=n, batch_problems=list(whole.problems))
+
 
 def rollout_stats(ro: Rollout) -> dict[str, float]:
   """Host-side statistics of a rollout (metrics.jsonl keys; docs/metrics.md)."""
