@@ -1,6 +1,7 @@
 """Every control-arm study's smoke variant: all arms pass launch's checks (prepare: everything short of
 compiling), and a set covering the paths no other test runs end to end (a spurious reward with clip off and
-1 update, another with clip on and 4, the KL loss, kl_cov, the entropy-only and rank arms) trains for 2 steps
+1 update, another with clip on and 4, the KL loss, the KL reward penalty, the reference reset, dynamic
+sampling, kl_cov, the entropy-only and rank arms) trains for 2 steps
 on the shared smoke base; rldyn.compare and the one-shot rank read the real workdirs they wrote."""
 
 import importlib
@@ -17,13 +18,14 @@ from rldyn.metrics.writers import read_jsonl
 STUDIES = {
     "spurious": [f"{r},{c},{u}" for r in ("ground_truth", "random", "incorrect", "format", "majority")
                  for c in ("clip", "noclip") for u in ("u1", "u4")],
-    "prorl": ["kl_loss", "clip_higher"],
+    "prorl": ["kl_loss", "clip_higher", "kl_penalty", "reset", "dynamic"],
     "entropy_control": ["grpo", "clip_cov", "kl_cov", "clip_low", "clip_high", "entropy", "passk"],
     "oneshot": ["rank", "oneshot", "entropy_only"],
 }
 # clip_cov, passk, entropy shaping and majority_vote run end to end in tests/test_loop.py already.
 RUN = [("spurious", "incorrect,noclip,u1"), ("spurious", "format,clip,u4"), ("prorl", "kl_loss"),
-       ("entropy_control", "kl_cov"), ("oneshot", "entropy_only"), ("oneshot", "rank")]
+       ("prorl", "kl_penalty"), ("prorl", "reset"), ("prorl", "dynamic"), ("entropy_control", "kl_cov"),
+       ("oneshot", "entropy_only"), ("oneshot", "rank")]
 STEPS = 2
 
 
@@ -47,11 +49,9 @@ def test_every_arm_passes_launch_checks(study, smoke_base, tmp_path):
     assert not os.path.exists(d)  # prepare writes nothing
 
 
-def test_unwired_arms_are_refused_with_the_reason():
-  prorl = importlib.import_module("experiments.prorl")
-  for arm in ("kl_penalty", "reset", "dynamic"):
-    with pytest.raises(ValueError, match="does not use yet"):
-      prorl.get_config(arm + ",smoke")
+def test_bad_arms_are_refused_with_the_valid_ones():
+  with pytest.raises(ValueError, match="valid: one of .*'dynamic'"):
+    importlib.import_module("experiments.prorl").get_config("verifree,smoke")
   with pytest.raises(ValueError, match="both clip and noclip"):
     importlib.import_module("experiments.spurious").get_config("random,clip,noclip")
 
@@ -80,6 +80,14 @@ def test_arms_run_end_to_end(arm_runs):
   assert max(r["clip_frac"] for r in clipped) > 0  # the spurious study's lr makes the clip bind
   kl_cov = read_jsonl(os.path.join(arm_runs[("entropy_control", "kl_cov")], "metrics.jsonl"))
   assert all(r["clip_frac"] == 0.0 for r in kl_cov)  # kl_cov never clips
+  penalty = read_jsonl(os.path.join(arm_runs[("prorl", "kl_penalty")], "metrics.jsonl"))
+  assert penalty[0]["reward/kl_penalty"] == 0.0  # θ = θ_ref: exactly no penalty
+  assert (penalty[1]["reward/kl_penalty"] > 0) == (penalty[0]["update_norm"] > 0)  # once the policy moved
+  resets = read_jsonl(os.path.join(arm_runs[("prorl", "reset")], "events.jsonl"))
+  assert [e["step"] for e in resets if e["event"] == "ref_reset"] == [1]
+  dynamic = read_jsonl(os.path.join(arm_runs[("prorl", "dynamic")], "metrics.jsonl"))
+  assert all(r["dynamic/rounds"] >= 1 and r["groups/zero_std_frac"] * 8 == r["dynamic/padded_groups"]
+             for r in dynamic)
 
 
 def test_rank_and_compare_read_the_runs(arm_runs, tmp_path):

@@ -1,5 +1,5 @@
-"""The loop-level arms wired into the RL loop: scan_layers + remat + micro-batches on a per-layer base, KL as a
-reward penalty, the reference reset (schedule and plateau, exact resume) and dynamic sampling."""
+"""The loop-level arms wired into the RL loop: scan_layers + remat + micro-batches on a per-layer base, KL
+as a reward penalty, the reference reset (schedule and plateau, exact resume) and dynamic sampling."""
 import dataclasses
 import math
 import os
@@ -8,7 +8,6 @@ import types
 
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 from conftest import smoke_config
 from rldyn import launch
@@ -20,7 +19,8 @@ from rldyn.tasks.base import Problem
 
 
 def _lines(d: str) -> list[dict]:
-  return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in read_jsonl(os.path.join(d, "metrics.jsonl"))]
+  rows = read_jsonl(os.path.join(d, "metrics.jsonl"))
+  return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in rows]
 
 
 def _events(d: str, name: str) -> list[dict]:
@@ -62,15 +62,16 @@ def _rollout(rewards, logp, mask):
   b, n = logp.shape
   return rollout_lib.Rollout(
       problems=[None] * b, prompt_tokens_BP=np.zeros((b, 1), np.int32), prompt_mask_BP=np.ones((b, 1), bool),
-      tokens_BN=np.zeros((b, n), np.int32), mask_BN=np.asarray(mask, bool), logp_BN=np.asarray(logp, np.float32),
+      tokens_BN=np.zeros((b, n), np.int32), mask_BN=np.asarray(mask, bool),
+      logp_BN=np.asarray(logp, np.float32),
       entropy_BN=np.zeros((b, n), np.float32), length_B=np.asarray(mask).sum(1).astype(np.int32),
       truncated_B=np.zeros(b, bool), texts=[""] * b, correct_B=np.asarray(rewards) > 0,
       rewards_B=np.asarray(rewards, np.float32), group_size=2, sample_s=0.0, score_s=0.0)
 
 
 def test_kl_reward_penalty_by_hand():
-  """r − β·Σ_t clamp(log π_old − log π_ref, ±10) on response tokens; reward/kl_penalty its mean β·Σk1;
-  exactly 0 when θ = θ_ref bit for bit."""
+  """r − β·Σ_t clamp(log π_old − log π_ref, ±10) on response tokens; reward/kl_penalty its mean
+  β·Σk1; exactly 0 when θ = θ_ref bit for bit."""
   logp = np.array([[-1.0, -2.0, -3.0], [-0.5, -0.5, -0.5]], np.float32)
   ref = np.array([[-1.5, -1.0, -30.0], [-0.5, -1.5, -9.0]], np.float32)
   mask = np.array([[1, 1, 1], [1, 1, 0]])
@@ -107,7 +108,7 @@ def test_scheduled_reset_zeroes_the_kl(smoke_base, tmp_path):
   rows = _lines(d)
   assert [e["step"] for e in _events(d, "ref_reset")] == [2]
   assert _events(d, "ref_reset")[0]["reason"] == "schedule"
-  # one update per step: kl/* is measured at θ before the update; θ = θ_ref at step 0 and right after the reset
+  # one update per step: kl/* is measured at θ before the update,= θ_ref at step 0 and right after the reset
   assert [r["kl/k1"] == 0.0 and r["kl/k3"] == 0.0 for r in rows] == [True, False, True, False]
 
 
