@@ -3,11 +3,15 @@
     python -m rldyn.main --config=experiments/two_phase.py:smoke --workdir=/tmp/rldyn/two_phase
 
 Step t (0-based):
-  1. held-out evaluation of the current policy at t = 0 (the base) and every `eval.every` steps;
-  2. `rollout.rollout`: sample `rl.prompts_per_step` × `rl.group_size` responses and score them;
-  3. `credit.assign`: group advantages, token roles, role-aware transforms -> the update batch;
-  4. the reference policy's log-probs of the sampled tokens, then `step.update_step` (pure, jitted,
-     sharded): `rl.updates_per_batch` minibatch updates;
+  1. held-out evaluation of the current policy at t = 0 (the base) and every `eval.every` steps; then the
+     reference reset check (`maybe_reset`: rl.ref_reset_every / rl.ref_reset_patience);
+  2. `rollout.rollout`: sample `rl.prompts_per_step` × `rl.group_size` responses and score them (with
+     rl.dynamic_sampling, refill rounds until the batch holds informative groups: `sample_batch`);
+  3. the reference policy's log-probs of the sampled tokens when anything needs them (`needs_reference`);
+     with reward.kl_coef the rewards the advantages see are penalised by β·Σ_t k1 (`kl_penalised`);
+  4. `credit`: group advantages, token roles, role-aware transforms -> the update batch, then
+     `step.update_step` (pure, jitted, sharded): `rl.updates_per_batch` minibatch updates, each of
+     `rl.micro_batches` accumulated micro-batches;
   5. `emit`: step t's metrics line is written after step t+1's update has been dispatched (the host
      never waits for the device just to log), and before every checkpoint.
 Its metrics line holds the rollout's statistics (policy after t updates) and the update's. After the last
