@@ -51,8 +51,8 @@ def _env(variant: str, root: str) -> dict:
   flags = " ".join(f for f in (env.get("XLA_FLAGS", ""), VARIANTS[variant]) if f)
   env["XLA_FLAGS"] = flags
   # One compile cache per variant: an executable compiled for one ISA is never reused by another.
-  env.setdefault("RLDYN_COMPILE_CACHE", os.path.join(root, "jax_cache"))
-  env["RLDYN_COMPILE_CACHE"] = os.path.join(env["RLDYN_COMPILE_CACHE"], variant)
+  cache = env.get("RLDYN_COMPILE_CACHE", os.path.join(root, "jax_cache"))
+  env["RLDYN_COMPILE_CACHE"] = os.path.join(cache, variant) if cache else ""  # "" = no cache
   return env
 
 
