@@ -309,12 +309,16 @@ class Workdir:
     import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
     from rldyn import model as model_lib  # pylint: disable=g-import-not-at-top
     from rldyn import state as state_lib  # pylint: disable=g-import-not-at-top
-    saved_scan = bool(self.base_info().get("model", {}).get("scan_layers", False))
-    saved_cfg = dataclasses.replace(model_cfg, scan_layers=saved_scan)
-    target = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                          model_lib.abstract_params(saved_cfg), state_lib.param_shardings(saved_cfg, mesh))
+    if jax.process_count() > 1:  # process 0 may have just written the base pointer (launch.run)
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      multihost_utils.sync_global_devices("rldyn.workdir.base_params")
     with ocp.StandardCheckpointer() as c:
-      params = c.restore(self.base_source().base_params_path, target)
+      source = self.base_source()
+      saved_scan = bool(source.base_info().get("model", {}).get("scan_layers", False))
+      saved_cfg = dataclasses.replace(model_cfg, scan_layers=saved_scan)
+      target = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                            model_lib.abstract_params(saved_cfg), state_lib.param_shardings(saved_cfg, mesh))
+      params = c.restore(source.base_params_path, target)
     if saved_scan == model_cfg.scan_layers:
       return params
     convert = model_lib.stack_layers if model_cfg.scan_layers else model_lib.unstack_layers

@@ -336,6 +336,7 @@ def sample_batch(ctx: Context, state: RunState, step: int
   process keeps its own contiguous block of it.
   """
   cfg, g, n_groups = ctx.cfg, ctx.cfg.rl.group_size, ctx.cfg.rl.prompts_per_step
+  t0 = time.time()
   roll = lambda r, problems: rollout_lib.rollout(cfg, ctx.task, ctx.mesh, ctx.progs.sample,  # noqa: E731
                                                  state.params, ctx.key, step, round_=r, problems=problems)
   ro = roll(0, None)
@@ -351,6 +352,8 @@ def sample_batch(ctx: Context, state: RunState, step: int
     rounds.append(rollout_lib.gather(roll(len(rounds), [ctx.task.sample_problem(rng)
                                                         for _ in range(n_groups)]))[0])
   full = rollout_lib.select_groups(rounds, selection, cfg.sampling.pad_id)
+  # sampling time: the whole refill loop but its scoring (so the compile time it includes can come off)
+  full = dataclasses.replace(full, sample_s=time.time() - t0 - full.score_s)
   informative = [credit.informative_groups(r.rewards_B.reshape(-1, g)) for r in rounds]
   host = {"dynamic/rounds": float(len(rounds)),
           "dynamic/kept_frac": float(np.mean(np.concatenate(informative))),
