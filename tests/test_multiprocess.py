@@ -3,8 +3,9 @@
 The headline test runs the smoke study as 2 processes x 4 CPU devices on localhost and as 1 process x 8
 devices, and checks that metrics.jsonl and eval.jsonl agree on every non-timing key (rtol 1e-5, atol
 1e-6) and that only process 0 wrote (every event and sample once, the console progress line only on
-process 0). A SIGTERM to one process stops both at the same step; the rerun resumes and matches the
-uninterrupted run. Pretraining on 2 processes gives the base of 1 process.
+process 0). A SIGTERM to one process stops both at the same step; a SIGKILL of one process mid-run (the
+other killed as a launcher would) loses at most the steps since the last checkpoint; either way the rerun
+resumes and matches the uninterrupted run. Pretraining on 2 processes gives the base of 1 process.
 """
 
 import importlib.util
@@ -140,6 +141,39 @@ def test_sigterm_to_one_process_stops_both_at_the_same_step_and_the_rerun_matche
   for rc, text in _wait(_launch_pair(d, smoke_base)):
     assert rc == 0, text[-3000:]
   _assert_same_lines(Workdir(d).read_metrics(), reference.read_metrics())
+
+
+def test_sigkill_of_one_process_mid_run_and_a_rerun_of_both_resumes_exactly(reference, smoke_base, tmp_path):
+  """A host dies without warning (SIGKILL) after the first checkpoint; the other is killed as a launcher
+  would (it may be stuck in a collective); rerunning both resumes from the last complete checkpoint.
+
+  The run is 2 steps longer than the reference so the kill lands mid-run; its first STEPS lines (and the
+  evaluations before the reference's final one) must equal the uninterrupted reference's (the RL learning
+  rate is constant, so nothing before step STEPS depends on rl.steps)."""
+  d, steps = str(tmp_path / "killed"), STEPS + 2
+  procs = _launch_pair(d, smoke_base, steps=steps)
+  events = os.path.join(d, "events.jsonl")
+  deadline = time.time() + 400
+  while (time.time() < deadline and all(p.poll() is None for p in procs) and
+         not [e for e in read_jsonl(events) if e["event"] == "checkpoint_saved"]):
+    time.sleep(0.02)
+  procs[1].kill()
+  try:
+    procs[0].wait(timeout=60)
+  except subprocess.TimeoutExpired:
+    procs[0].kill()
+  out = _wait(procs, timeout=30)
+  names = [e["event"] for e in read_jsonl(events)]
+  assert "checkpoint_saved" in names and "run_end" not in names, (names, [t[-1500:] for _, t in out])
+  for rc, text in _wait(_launch_pair(d, smoke_base, steps=steps)):
+    assert rc == 0, text[-3000:]
+  wd = Workdir(d)
+  got = wd.read_metrics()
+  assert [r["step"] for r in got] == list(range(steps))
+  _assert_same_lines(got[:STEPS], reference.read_metrics())
+  _assert_same_lines([e for e in wd.read_evals() if e["step"] < STEPS],
+                     [e for e in reference.read_evals() if e["step"] < STEPS])
+  assert [e["event"] for e in wd.read_events()].count("run_end") == 1
 
 
 def test_a_busy_workdir_stops_both_processes(smoke_base, tmp_path):
