@@ -102,6 +102,8 @@ class PretrainConfig:
   time_budget_s: float = 0.0  # > 0: stop early when this much wall time has passed
   easy_fraction: float = 0.0  # share of pretraining problems drawn from the easier world below
   easy_options: tuple = (("num_count", 2),)  # task options overriding task.options for those problems
+  decision_weight: float = 1.0  # loss weight of the tokens that judge a move (Task.decision_words; countdown:
+  #   goal, no) relative to the others; the loss stays a weighted mean. 1 = plain NLL
 
   def __post_init__(self):
     for k in ("steps", "batch_size", "seq_len", "log_every", "checkpoint_every", "eval_samples"):
@@ -110,6 +112,8 @@ class PretrainConfig:
       raise ConfigError(f"pretrain.eval_every must be >= 0 (0 = at the end only), got {self.eval_every}")
     if not 0.0 <= self.easy_fraction <= 1.0:
       raise ConfigError(f"pretrain.easy_fraction is a probability, in [0, 1]; got {self.easy_fraction}")
+    if not self.decision_weight > 0:
+      raise ConfigError(f"pretrain.decision_weight must be > 0, got {self.decision_weight}")
 
 
 @dataclasses.dataclass(frozen=True)

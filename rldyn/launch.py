@@ -121,6 +121,8 @@ def validate(cfg: Config, num_devices: int) -> None:
     raise ConfigError(f"each minibatch's {batch // cfg.rl.updates_per_batch} rows must split into "
                       f"rl.micro_batches={micro} micro-batches whose rows the mesh's data-parallel size {dp} "
                       "divides; change rl.micro_batches, rl.prompts_per_step or rl.updates_per_batch")
+  if cfg.pretrain.easy_fraction:
+    pretrain.easy_task(cfg)  # the easier world's options must fit the task (ValueError naming the fix)
   if cfg.pretrain.batch_size % dp:
     raise ConfigError(f"pretrain.batch_size={cfg.pretrain.batch_size} must be divisible by the mesh's "
                       f"data-parallel size {dp} (mesh.data * mesh.fsdp)")

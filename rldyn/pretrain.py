@@ -40,15 +40,15 @@ from rldyn.workdir import Workdir
 
 
 def cross_entropy(model_cfg: model_lib.ModelConfig, params, batch):
-  """Mean next-token NLL over loss_mask of a packed batch; returns (loss, token count)."""
+  """Next-token NLL averaged with the weights of loss_mask (1 per response token; decision tokens may weigh
+  more: pretrain.decision_weight); returns (loss, count of predicted tokens)."""
   tokens, segment = batch["tokens"], batch["segment"]
   logits, _ = model_lib.apply(model_cfg, params, tokens, model_lib.segment_positions(segment),
                               model_lib.segment_mask(segment))
   logp = jax.nn.log_softmax(logits[:, :-1], axis=-1)
   nll = -jnp.take_along_axis(logp, tokens[:, 1:, None], axis=-1)[..., 0]
   w = batch["loss_mask"][:, :-1]
-  n = w.sum()
-  return (nll * w).sum() / jnp.maximum(n, 1.0), n
+  return (nll * w).sum() / jnp.maximum(w.sum(), 1.0), (w > 0).sum().astype(jnp.float32)
 
 
 def train_step(model_cfg: model_lib.ModelConfig, tx: optax.GradientTransformation, params, opt_state, batch):
@@ -81,8 +81,10 @@ class TraceStream:
   """
 
   def __init__(self, task: Task, seed: int, batch_size: int, seq_len: int, start: int, prefetch: int = 4,
-               easy: tuple[Task, float] | None = None):
+               easy: tuple[Task, float] | None = None, decision_weight: float = 1.0):
     self._task, self._seed, self._bs, self._len = task, seed, batch_size, seq_len
+    self._decision = (np.array([task.tokenizer.token_to_id(w) for w in task.decision_words], np.int32),
+                      decision_weight) if decision_weight != 1.0 and task.decision_words else None
     self._easy = easy if easy and easy[1] > 0 else None
     self._q: queue.Queue = queue.Queue(maxsize=prefetch)
     self._next = start
@@ -100,7 +102,18 @@ class TraceStream:
       responses += [self._task.reference_trace(p, rng) for p in more]
       batch, used = data.packed_batch(self._task, problems, responses, self._bs, self._len)
       if used < len(problems):  # every row is full
-        return batch
+        return self._weighted(batch)
+
+  def _weighted(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """loss_mask[:, j] weights the prediction of token j + 1: decision tokens get decision_weight."""
+    if self._decision is None:
+      return batch
+    ids, weight = self._decision
+    judged = np.zeros_like(batch["loss_mask"], bool)
+    judged[:, :-1] = np.isin(batch["tokens"][:, 1:], ids)
+    batch["loss_mask"] = np.where(judged & (batch["loss_mask"] > 0), batch["loss_mask"] * weight,
+                                  batch["loss_mask"]).astype(np.float32)
+    return batch
 
   def _problem(self, rng: np.random.Generator):
     if self._easy is not None and rng.random() < self._easy[1]:
@@ -151,7 +164,8 @@ def run(cfg: Config, wd: Workdir, task: Task, mesh) -> dict:
     params, opt_state = st["params"], st["opt_state"]
     logging.info("resuming pretraining at step %d", start)
   step_fn = make_train_step(cfg.model, tx, mesh, params, opt_state)
-  stream = TraceStream(task, cfg.seed, pc.batch_size, pc.seq_len, start, easy=_easy_task(cfg))
+  stream = TraceStream(task, cfg.seed, pc.batch_size, pc.seq_len, start, easy=easy_task(cfg),
+                       decision_weight=pc.decision_weight)
   log = _Logger(wd.base_metrics_path, pc, start)
   t0 = time.time()
   done, pending = start, None
@@ -196,7 +210,7 @@ def run(cfg: Config, wd: Workdir, task: Task, mesh) -> dict:
   return info
 
 
-def _easy_task(cfg: Config) -> tuple[Task, float] | None:
+def easy_task(cfg: Config) -> tuple[Task, float] | None:
   """(the task in the world of pretrain.easy_options, pretrain.easy_fraction), or None when off."""
   pc = cfg.pretrain
   if not pc.easy_fraction:

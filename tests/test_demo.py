@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -72,4 +74,48 @@ def test_easy_options_errors_name_the_fix():
   c.pretrain.easy_options = {"num_cont": 2}
   cfg, _ = launch.make_config(c)
   with pytest.raises(ValueError, match=r"easy_fraction=0"):
-    pretrain._easy_task(cfg)  # pylint: disable=protected-access
+    pretrain.easy_task(cfg)
+  with pytest.raises(config_lib.ConfigError, match=r"easy_options.*easy_fraction=0"):
+    launch.prepare(c, "/tmp/never-written")  # refused before anything is written
+  assert not os.path.exists("/tmp/never-written")
+
+
+def test_decision_tokens_weigh_more_and_the_loss_is_their_weighted_mean():
+  """pretrain.decision_weight multiplies loss_mask where the next token is `goal` or `no`; 1 changes nothing;
+  the loss is sum(w * nll) / sum(w), checked by hand on a 2-token vocabulary slice."""
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from rldyn import config as config_lib, launch, pretrain  # pylint: disable=g-import-not-at-top
+  _, task = launch.make_config(config_lib.default())
+  plain = pretrain.TraceStream(task, 3, 16, 192, 0)
+  heavy = pretrain.TraceStream(task, 3, 16, 192, 0, decision_weight=5.0)
+  a, b = plain.make(0), heavy.make(0)
+  plain.close()
+  heavy.close()
+  assert (a["tokens"] == b["tokens"]).all() and set(np.unique(a["loss_mask"])) == {0.0, 1.0}
+  ids = [task.tokenizer.token_to_id(w) for w in ("goal", "no")]
+  judged = np.zeros_like(a["loss_mask"], bool)
+  judged[:, :-1] = np.isin(a["tokens"][:, 1:], ids)
+  judged &= a["loss_mask"] > 0
+  assert judged.sum() > 0
+  np.testing.assert_array_equal(b["loss_mask"], np.where(judged, 5.0, a["loss_mask"]))
+  with pytest.raises(config_lib.ConfigError, match="decision_weight must be > 0"):
+    c = config_lib.default()
+    c.pretrain.decision_weight = 0.0
+    launch.make_config(c)
+  # The loss is the weighted mean of the NLL, and the token count ignores the weights.
+  cfg, _ = launch.make_config(config_lib.default())
+  import jax  # pylint: disable=g-import-not-at-top
+  from rldyn import model as model_lib  # pylint: disable=g-import-not-at-top
+  params = model_lib.init_params(cfg.model, jax.random.key(0))
+  batch = {k: jnp.asarray(v[:2, :48]) for k, v in b.items()}
+  loss, n = pretrain.cross_entropy(cfg.model, params, batch)
+  logits, _ = model_lib.apply(cfg.model, params, batch["tokens"],
+                              model_lib.segment_positions(batch["segment"]),
+                              model_lib.segment_mask(batch["segment"]))
+  logp = np.asarray(jax.nn.log_softmax(logits[:, :-1], axis=-1), np.float64)
+  tok = np.asarray(batch["tokens"])[:, 1:]
+  nll = -np.take_along_axis(logp, tok[..., None], axis=-1)[..., 0]
+  w = np.asarray(batch["loss_mask"])[:, :-1]
+  np.testing.assert_allclose(float(loss), (nll * w).sum() / w.sum(), rtol=1e-5)
+  assert float(n) == (w > 0).sum()

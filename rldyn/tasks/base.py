@@ -65,6 +65,9 @@ class Task(abc.ABC):
   # Whether `token_roles` is ground truth (synthetic traces) or only a text
   # tagger's guess (real data): the `structural` tagger needs ground truth.
   has_role_truth: ClassVar[bool] = True
+  # Words whose token judges a move just made (countdown: `goal`, `no`); pretraining may weight their
+  # loss (pretrain.decision_weight).
+  decision_words: ClassVar[tuple[str, ...]] = ()
 
   def __init__(self, config: Any = None,
                tokenizer: tokenizer_lib.Tokenizer = tokenizer_lib.TOKENIZER):

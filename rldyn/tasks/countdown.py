@@ -133,6 +133,7 @@ class CountdownTask(base.Task):
   name = "countdown"
   config_cls = CountdownConfig
   problem_keys = ("num_count", "max_number", "max_target")
+  decision_words = ("goal", "no")  # after a final move: did it reach the target?
 
   def __init__(self, config: CountdownConfig | None = None, **kwargs):
     super().__init__(config, **kwargs)
