@@ -208,7 +208,7 @@ def import_base(cfg: Config, wd: Workdir, mesh) -> dict:
   t0 = time.time()
   m = cfg.model
   model_cfg, params = hf.load(cfg.checkpoint_dir, mesh, param_dtype=m.param_dtype, dtype=m.dtype,
-                              attention=m.attention)
+                              attention=m.attention, scan_layers=m.scan_layers, remat=m.remat)
   if model_cfg != m:
     raise ConfigError(f"{cfg.checkpoint_dir}: config.json changed since the launch was checked "
                       f"({differing_keys(dataclasses.asdict(model_cfg), dataclasses.asdict(m))})")
