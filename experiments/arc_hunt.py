@@ -41,15 +41,8 @@ def _mix(c, **weights) -> None:
 
 
 def get_config(arg: str = "diverse"):
-  parts = [p for p in arg.split(",") if p]
-  variant = parts[0] if parts else "diverse"
-  if variant not in VARIANTS or any(p != "smoke" for p in parts[1:]):
-    raise ValueError(f"unknown variant {arg!r}; valid: one of {VARIANTS}, optionally followed by ',smoke'")
-  c = config_lib.default()
-  smoke = "smoke" in parts[1:]
-  if smoke:
-    config_lib.shrink(c)
-  else:
+  c, variant, smoke = config_lib.arm_variant(arg, VARIANTS, "diverse")
+  if not smoke:
     c.rl.steps = 600  # long enough for a consolidation and a second regime at CPU scale
     c.checkpoint.every = 100
     c.eval.every = 25

@@ -28,13 +28,7 @@ ARMS = ("grpo", "clip_cov", "kl_cov", "clip_low", "clip_high", "entropy", "passk
 
 
 def get_config(arg: str = "grpo"):
-  parts = [p for p in arg.split(",") if p]
-  arm = parts[0] if parts else "grpo"
-  if arm not in ARMS or any(p != "smoke" for p in parts[1:]):
-    raise ValueError(f"unknown variant {arg!r}; valid: one of {ARMS}, optionally followed by ',smoke'")
-  c = config_lib.default()
-  if "smoke" in parts[1:]:
-    config_lib.shrink(c)
+  c, arm, _ = config_lib.arm_variant(arg, ARMS, "grpo")
   c.rl.updates_per_batch = 4
   c.rl.optim.lr = 1e-3  # 10x the default study's, so the clip (and clip-higher) binds
   if arm in ("clip_cov", "kl_cov"):

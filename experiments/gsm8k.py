@@ -34,6 +34,11 @@ FIXTURE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def get_config(arg: str = "qwen2.5-1.5b"):
+  return text_config(arg, "gsm8k", max_new_tokens=512)
+
+
+def text_config(arg: str, dataset: str, max_new_tokens: int):
+  """The text-math study on `dataset` (gsm8k | math; experiments/math.py uses it too)."""
   if arg not in VARIANTS:
     raise ValueError(f"unknown variant {arg!r}; valid: {', '.join(VARIANTS)}")
   c = config_lib.default()
@@ -44,7 +49,7 @@ def get_config(arg: str = "qwen2.5-1.5b"):
   c.task.eval_size = 256
   c.roles.tagger = "lexicon"
   c.roles.placebo_of = "lexicon"
-  c.sampling.max_new_tokens = 512
+  c.sampling.max_new_tokens = max_new_tokens
   c.rl.steps = 200
   c.rl.optim.lr = 1e-6
   c.loss.kl_coef = 0.001
@@ -64,7 +69,7 @@ def get_config(arg: str = "qwen2.5-1.5b"):
     c.model.param_dtype = "bfloat16"
     c.mesh.fsdp, c.mesh.tensor = 4, 2
   else:
-    smoke(c, "gsm8k")
+    smoke(c, dataset)
   return c
 
 

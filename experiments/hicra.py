@@ -22,13 +22,7 @@ ARMS = ("grpo", "hicra", "placebo", "lexicon")
 
 
 def get_config(arg: str = "hicra"):
-  parts = [p for p in arg.split(",") if p]
-  arm = parts[0] if parts else "hicra"
-  if arm not in ARMS or any(p != "smoke" for p in parts[1:]):
-    raise ValueError(f"unknown variant {arg!r}; valid: one of {ARMS}, optionally followed by ',smoke'")
-  c = config_lib.default()
-  if "smoke" in parts[1:]:
-    config_lib.shrink(c)
+  c, arm, _ = config_lib.arm_variant(arg, ARMS, "hicra")
   if arm != "grpo":
     c.advantage.transform = "hicra"
     c.advantage.hicra_alpha = 0.2

@@ -30,14 +30,7 @@ ARMS = ("rank", "oneshot", "entropy_only")
 
 
 def get_config(arg: str = "oneshot"):
-  parts = [p for p in arg.split(",") if p]
-  arm = parts[0] if parts else "oneshot"
-  if arm not in ARMS or any(p != "smoke" for p in parts[1:]):
-    raise ValueError(f"unknown variant {arg!r}; valid: one of {ARMS}, optionally followed by ',smoke'")
-  c = config_lib.default()
-  smoke = "smoke" in parts[1:]
-  if smoke:
-    config_lib.shrink(c)
+  c, arm, smoke = config_lib.arm_variant(arg, ARMS, "oneshot")
   if arm == "rank":
     c.rl.steps = c.rl.steps if smoke else 50
     c.log.every = 1

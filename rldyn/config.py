@@ -373,6 +373,23 @@ def shrink(c: config_dict.ConfigDict) -> None:
   c.log.every = 1
 
 
+def arm_variant(arg: str, arms: tuple[str, ...], default_arm: str
+                ) -> tuple[config_dict.ConfigDict, str, bool]:
+  """An experiment file's `ARM[,smoke]` variant -> (default() — shrunk if smoke —, the arm, smoke).
+
+  ValueError naming the valid variants for anything else.
+  """
+  parts = [p for p in arg.split(",") if p]
+  arm = parts[0] if parts else default_arm
+  if arm not in arms or any(p != "smoke" for p in parts[1:]):
+    raise ValueError(f"unknown variant {arg!r}; valid: one of {arms}, optionally followed by ',smoke'")
+  c = default()
+  smoke = "smoke" in parts[1:]
+  if smoke:
+    shrink(c)
+  return c, arm, smoke
+
+
 def _plain(x: Any) -> Any:
   return x.to_dict() if hasattr(x, "to_dict") else x
 
