@@ -23,7 +23,12 @@ def _leaves(obj, prefix=""):
       continue
     if dataclasses.is_dataclass(value):
       yield from _leaves(value, key + ".")
-    elif f.name != "options":  # task options belong to the task's own config class
+    elif f.name == "options":  # task options belong to the task's own config class
+      continue
+    elif config_lib._is_pairs(value):  # a mapping (e.g. pretrain.easy_options): each entry is a key
+      for k, v in value:
+        yield f"{key}.{k}", v
+    else:
       yield key, value
 
 

@@ -32,7 +32,7 @@ def _stream_problems(easy_fraction, seed=3, batches=6):
   c = config_lib.default()
   c.pretrain.easy_fraction = easy_fraction
   cfg, task = launch.make_config(c)
-  stream = pretrain.TraceStream(task, seed, 16, 192, 0, easy=pretrain._easy_task(cfg))  # pylint: disable=protected-access
+  stream = pretrain.TraceStream(task, seed, 16, 192, 0, easy=pretrain.easy_task(cfg))
   out = [stream.make(i) for i in range(batches)]
   stream.close()
   counts = []
