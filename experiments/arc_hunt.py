@@ -19,9 +19,9 @@ Variants (append `,smoke` for the CPU/CI size, e.g. `rare_long,smoke`):
   diverse    base pretrained on the default strategy mix (greedy 0.5, dfs 0.25, random 0.25); GRPO.
   single     base pretrained on one strategy (dfs only); GRPO.
   rare_long  base pretrained on mostly short greedy traces with 5 % full random-order searches, on
-             4-number problems (the edge of the small model's competence); GRPO. The issue's numbers
-             3 -> 5 curriculum and pass-rate-band dynamic sampling are not wired in the loop yet
-             (`rl.dynamic_sampling` is a placeholder), so this arm tests the prior alone.
+             4-number problems (the edge of the small model's competence); GRPO. A 3 -> 5 numbers
+             curriculum is not built, and `rl.dynamic_sampling` drops only all-equal groups (not a
+             [0.1, 0.9] pass-rate band), so as shipped this arm tests the prior alone.
   passk      `diverse` with pass@k advantages (k = 4): rewards a group for its best response.
   entropy    `diverse` with entropy-advantage shaping A + min(α·H, |A|/κ).
   hicra      `diverse` with HICRA (A + α|A| on structural planning tokens, α = 0.2).
