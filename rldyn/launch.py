@@ -103,29 +103,37 @@ def validate(cfg: Config, num_devices: int) -> None:
       raise ConfigError(f"roles.span_patterns: {p!r} is not a valid regex ({e})") from e
   data, fsdp, _ = cfg.mesh.resolve(num_devices)
   dp = data * fsdp
-  batch = cfg.rl.prompts_per_step * cfg.rl.group_size
-  if batch % cfg.rl.updates_per_batch:
-    raise ConfigError(f"rl.prompts_per_step * rl.group_size = {batch} must be divisible by "
-                      f"rl.updates_per_batch = {cfg.rl.updates_per_batch}")
-  if (batch // cfg.rl.updates_per_batch) % dp:
-    raise ConfigError(f"each minibatch has {batch // cfg.rl.updates_per_batch} rows (rl.prompts_per_step * "
-                      f"rl.group_size / rl.updates_per_batch) but the mesh's data axis (mesh.data * "
-                      f"mesh.fsdp) is {dp}: change rl.prompts_per_step or rl.updates_per_batch so {dp} "
-                      "divides it")
-  micro = cfg.rl.micro_batches
   try:
-    step_lib.check_micro_batches(cfg.loss, micro)
+    step_lib.check_micro_batches(cfg.loss, cfg.rl.micro_batches)
   except ValueError as e:
     raise ConfigError(str(e)) from e
-  if (batch // cfg.rl.updates_per_batch) % (micro * dp):
-    raise ConfigError(f"each minibatch's {batch // cfg.rl.updates_per_batch} rows must split into "
-                      f"rl.micro_batches={micro} micro-batches whose rows the mesh's data-parallel size {dp} "
-                      "divides; change rl.micro_batches, rl.prompts_per_step or rl.updates_per_batch")
+  check_batch(cfg, dp)
   if cfg.pretrain.easy_fraction:
     pretrain.easy_task(cfg)  # the easier world's options must fit the task (ValueError naming the fix)
   if cfg.pretrain.batch_size % dp:
     raise ConfigError(f"pretrain.batch_size={cfg.pretrain.batch_size} must be divisible by the mesh's "
                       f"data-parallel size {dp} (mesh.data * mesh.fsdp)")
+
+
+def check_batch(cfg: Config, dp: int) -> None:
+  """The RL batch must split into rl.updates_per_batch minibatches of rl.micro_batches micro-batches whose
+  rows the `dp` data-parallel devices (mesh.data * mesh.fsdp) divide (also rldyn.plan's check)."""
+  batch = cfg.rl.prompts_per_step * cfg.rl.group_size
+  if batch % cfg.rl.updates_per_batch:
+    raise ConfigError(f"rl.prompts_per_step * rl.group_size = {batch} must be divisible by "
+                      f"rl.updates_per_batch = {cfg.rl.updates_per_batch}")
+  rows = batch // cfg.rl.updates_per_batch
+  if rows % dp:
+    raise ConfigError(f"each minibatch has {rows} rows (rl.prompts_per_step * rl.group_size / "
+                      f"rl.updates_per_batch) but the mesh's data axis (mesh.data * mesh.fsdp: the "
+                      f"data-parallel devices) is {dp}: change rl.prompts_per_step or rl.updates_per_batch "
+                      f"so {dp} divides it")
+  micro = cfg.rl.micro_batches
+  if rows % (micro * dp):
+    raise ConfigError(f"rl.prompts_per_step * rl.group_size = {batch} rows in rl.updates_per_batch x "
+                      f"rl.micro_batches = {cfg.rl.updates_per_batch * micro} micro-batches must give "
+                      f"micro-batches whose rows the {dp} data-parallel devices divide; change "
+                      "rl.micro_batches, rl.prompts_per_step or rl.updates_per_batch")
 
 
 def make_config(config_dict) -> tuple[Config, Task]:

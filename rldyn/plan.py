@@ -204,16 +204,6 @@ def _sds(shape, dtype, sharding) -> jax.ShapeDtypeStruct:
   return jax.ShapeDtypeStruct(shape, dtype, sharding=sharding)
 
 
-def check_batch(cfg: Config, mesh) -> None:
-  """The batch must split into minibatches whose rows divide over the data-parallel devices."""
-  dp = parallel.data_parallel_size(mesh)
-  b, u = cfg.rl.prompts_per_step * cfg.rl.group_size, cfg.rl.updates_per_batch * cfg.rl.micro_batches
-  if b % u or (b // u) % dp:
-    raise ConfigError(f"rl.prompts_per_step * rl.group_size = {b} rows in rl.updates_per_batch x "
-                      f"rl.micro_batches = {u} micro-batches must give micro-batches that the {dp} "
-                      "data-parallel devices (mesh.data * mesh.fsdp) divide")
-
-
 def _flops(compiled) -> float:
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
@@ -280,7 +270,7 @@ def plan(cfg: Config, devices, prompt_len: int, programs=PROGRAMS) -> dict:
     raise ConfigError(f"--prompt_len={prompt_len} plus sampling.max_new_tokens={n} must be positive and fit "
                       f"model.max_seq_len={cfg.model.max_seq_len}")
   mesh = parallel.make_mesh(cfg.mesh, devices)
-  check_batch(cfg, mesh)
+  launch.check_batch(cfg, parallel.data_parallel_size(mesh))
   b, u, p, s = cfg.rl.prompts_per_step * cfg.rl.group_size, cfg.rl.updates_per_batch, prompt_len, prompt_len + n
   tree = state_lib.abstract_rl_tree(cfg.model, cfg.rl.optim, cfg.rl.steps, mesh)
   st, ref = tree["state"], tree["ref_params"]
