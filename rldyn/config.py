@@ -179,6 +179,7 @@ class AdvantageConfig:
 @dataclasses.dataclass(frozen=True)
 class LossConfig:
   name: str = "clipped"  # clipped | vanilla | clip_cov | kl_cov
+  objective: str = "pg"  # pg: loss.name on reward.name's advantages | verifree: Zhou et al. 2025 (rl/verifree.py)
   aggregation: str = "token-mean"  # token-mean | seq-mean-token-mean | seq-mean-token-sum-norm
   eps_low: float = 0.2  # lower clip range
   eps_high: float = 0.2  # upper clip range (clip-higher: 0.28 DAPO, 0.4 ProRL)

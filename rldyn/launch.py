@@ -39,6 +39,7 @@ from rldyn.rl import loop
 from rldyn.rl import losses
 from rldyn.rl import rewards as rewards_lib
 from rldyn.rl import step as step_lib
+from rldyn.rl import verifree
 from rldyn.tasks import make_task
 from rldyn.tasks import TASKS
 from rldyn.tasks.base import Task
@@ -94,6 +95,13 @@ def validate(cfg: Config, num_devices: int) -> None:
   losses.POLICY_LOSSES.get(cfg.loss.name)
   losses.AGGREGATIONS.get(cfg.loss.aggregation)
   losses.KL_ESTIMATORS.get(cfg.loss.kl_estimator)
+  if cfg.loss.objective not in losses.OBJECTIVES:
+    raise ConfigError(f"loss.objective={cfg.loss.objective!r}; valid: {', '.join(losses.OBJECTIVES)}")
+  if cfg.loss.objective == "verifree":
+    try:
+      verifree.check_config(cfg)
+    except ValueError as e:
+      raise ConfigError(str(e)) from e
   roles_lib.TAGGERS.get(cfg.roles.tagger)
   roles_lib.TAGGERS.get(cfg.roles.placebo_of)
   for p in cfg.roles.span_patterns:

@@ -14,6 +14,10 @@ Step t (0-based):
      `rl.micro_batches` accumulated micro-batches;
   5. `emit`: step t's metrics line is written after step t+1's update has been dispatched (the host
      never waits for the device just to log), and before every checkpoint.
+With loss.objective = "verifree" steps 3-4 are `verifree_batch`'s instead: the responses are cut at the
+task's answer marker, the reference answer appended, one forward of the policy gives VeriFree's reward
+R = π_θ(y*|q,z) (the rollout's rewards from then on: reward/mean, samples, groups/*), RLOO weights, and the
+update step takes one step on `verifree.surrogate` (docs/objectives.md).
 Its metrics line holds the rollout's statistics (policy after t updates) and the update's. After the last
 step the policy is evaluated once more (eval.jsonl has every evaluation; metrics.jsonl the in-run ones).
 
@@ -50,6 +54,7 @@ from rldyn.rl import credit
 from rldyn.rl import emit
 from rldyn.rl import rollout as rollout_lib
 from rldyn.rl import step as step_lib
+from rldyn.rl import verifree
 from rldyn.tasks import evalsets
 from rldyn.tasks.base import Task
 from rldyn.workdir import Workdir
@@ -90,7 +95,8 @@ class RunState:
 
 @dataclasses.dataclass
 class Programs:
-  """The compiled pieces of a run: sampler, update step, and one reference scorer per response width."""
+  """The compiled pieces of a run: sampler, update step, and one scorer per response width (`ref_logprobs`:
+  log π of N response positions under the params it is given, π_ref's or, for VeriFree's reward, π_θ's)."""
 
   sample: Callable
   update: Callable
@@ -237,21 +243,10 @@ def rl_step(ctx: Context, state: RunState, pending: tuple | None, step: int
   t_host = time.time()
   # credit.assign on this process's rows (whole groups); the role statistics from the gathered rollout.
   roles = credit.tag_roles(ctx.tagger, ro, step)
-  tokens = {"tokens_BS": np.concatenate([ro.prompt_tokens_BP, ro.tokens_BN], axis=1),
-            "mask_BS": np.concatenate([ro.prompt_mask_BP, ro.mask_BN], axis=1)}
-  dev = parallel.place_rows(ctx.mesh, tokens, ro.global_rows)
-  ref_logp = None
-  if needs_reference(cfg):
-    ref_logp = ctx.progs.ref_logprobs(ro.tokens_BN.shape[1])(state.ref_params, dev["tokens_BS"],
-                                                             dev["mask_BS"])
-  penalty_host = {}
-  rewarded = ro
-  if cfg.reward.kl_coef > 0:
-    rewarded, penalty_host = kl_penalised(ctx, state, ro, ref_logp)
-  batch = credit.update_batch(cfg, ro, credit.group_advantages(cfg, rewarded), roles)
-  dev.update(parallel.place_rows(ctx.mesh, {k: v for k, v in batch.items() if k not in dev}, ro.global_rows))
-  if "ref_logp_BN" in step_lib.batch_keys(cfg.loss):
-    dev["ref_logp_BN"] = ref_logp
+  if cfg.loss.objective == "verifree":
+    ro, dev, penalty_host = verifree_batch(ctx, state, ro, roles)
+  else:
+    dev, penalty_host = pg_batch(ctx, state, ro, roles)
   everyone, all_roles = rollout_lib.gather(ro, roles)
   role_host = credit.role_stats(cfg, ctx.task, ctx.tagger, everyone, all_roles)
   host_s = ro.score_s + time.time() - t_host
@@ -279,6 +274,71 @@ def rl_step(ctx: Context, state: RunState, pending: tuple | None, step: int
     ctx.ckpt.save(state.step, state.tree(), state.meta())  # reported saved once it has committed
     pending = None
   return state, pending
+
+
+def pg_batch(ctx: Context, state: RunState, ro: rollout_lib.Rollout, roles: np.ndarray
+             ) -> tuple[dict, dict]:
+  """(the update batch on the mesh, host metrics) of the policy-gradient objective: π_ref's log-probs when
+  anything needs them, the KL reward penalty (reward.kl_coef), `credit`'s advantages."""
+  cfg = ctx.cfg
+  tokens = {"tokens_BS": np.concatenate([ro.prompt_tokens_BP, ro.tokens_BN], axis=1),
+            "mask_BS": np.concatenate([ro.prompt_mask_BP, ro.mask_BN], axis=1)}
+  dev = parallel.place_rows(ctx.mesh, tokens, ro.global_rows)
+  ref_logp = None
+  if needs_reference(cfg):
+    ref_logp = ctx.progs.ref_logprobs(ro.tokens_BN.shape[1])(state.ref_params, dev["tokens_BS"],
+                                                             dev["mask_BS"])
+  penalty_host = {}
+  rewarded = ro
+  if cfg.reward.kl_coef > 0:
+    rewarded, penalty_host = kl_penalised(ctx, state, ro, ref_logp)
+  batch = credit.update_batch(cfg, ro, credit.group_advantages(cfg, rewarded), roles)
+  dev.update(parallel.place_rows(ctx.mesh, {k: v for k, v in batch.items() if k not in dev}, ro.global_rows))
+  if "ref_logp_BN" in step_lib.batch_keys(cfg.loss):
+    dev["ref_logp_BN"] = ref_logp
+  return dev, penalty_host
+
+
+def _pad_cols(x: np.ndarray, width: int) -> np.ndarray:
+  return np.pad(x, [(0, 0), (0, width - x.shape[1])])
+
+
+def verifree_batch(ctx: Context, state: RunState, ro: rollout_lib.Rollout, roles: np.ndarray
+                   ) -> tuple[rollout_lib.Rollout, dict, dict]:
+  """(the rollout with VeriFree's rewards R, the update batch on the mesh, host metrics).
+
+  Each response is cut just after its first answer marker (token ids), the problem's reference answer and
+  end token appended (`verifree.patch_rows`; response width N + the answer's bucketed width, so the
+  scorer and the update compile once per response bucket), and one forward of the policy at θ (the
+  scorer `ref_logprobs` compiled for that width, given π_θ's params) gives R_i = exp(Σ log π(y*|q,z_i))
+  (0 without a marker) and the RLOO weights. The update trains on the same patched rows: z carries the
+  sampler's log-probs, entropies and roles, the answer tokens none. Host metrics: verifree/reward (mean
+  R), verifree/reward_std, verifree/marker_frac (rows with a marker), over every row of the step.
+  """
+  cfg, task = ctx.cfg, ctx.task
+  marker = verifree.marker_ids(task)
+  answers = {p.uid: verifree.answer_ids(task, p) for p in ro.batch_problems or ro.problems}
+  width = ro.tokens_BN.shape[1] + verifree.answer_width(list(answers.values()))  # the same on every process
+  rows = verifree.patch_rows(ro.prompt_tokens_BP, ro.prompt_mask_BP, ro.ids, marker,
+                             [answers[p.uid] for p in ro.problems], width, cfg.sampling.pad_id)
+  dev = parallel.place_rows(ctx.mesh, {"tokens_BS": rows["tokens_BS"], "mask_BS": rows["mask_BS"]},
+                            ro.global_rows)
+  scorer = ctx.progs.ref_logprobs(width)
+  logp = parallel.fetch_rows(scorer(state.params, dev["tokens_BS"], dev["mask_BS"]), ro.rows)
+  r = verifree.reward(logp, rows["answer_mask_BM"], rows["has_marker_B"])
+  a, w = verifree.weights(r, ro.group_size)
+  reason = rows["reason_mask_BM"]
+  batch = {"resp_mask_BN": reason, "answer_mask_BN": rows["answer_mask_BM"],
+           "old_logp_BN": _pad_cols(ro.logp_BN, width) * reason, "adv_BN": a[:, None] * reason,
+           "entropy_BN": _pad_cols(ro.entropy_BN, width) * reason,
+           "roles_BN": _pad_cols(roles, width) * reason.astype(np.int32), "reason_w_B": a, "answer_w_B": w}
+  dev.update(parallel.place_rows(ctx.mesh, batch, ro.global_rows))
+  if "ref_logp_BN" in step_lib.batch_keys(cfg.loss):  # kl/* metrics over z
+    dev["ref_logp_BN"] = scorer(state.ref_params, dev["tokens_BS"], dev["mask_BS"])
+  r_all, has_all = parallel.allgather(r), parallel.allgather(rows["has_marker_B"])
+  host = {"verifree/reward": float(r_all.mean()), "verifree/reward_std": float(r_all.std()),
+          "verifree/marker_frac": float(has_all.mean())}
+  return dataclasses.replace(ro, rewards_B=r), dev, host
 
 
 def maybe_reset(ctx: Context, state: RunState, step: int, ev: dict) -> RunState:

@@ -32,6 +32,10 @@ POLICY_LOSSES: Registry = Registry("policy loss")
 AGGREGATIONS: Registry = Registry("loss aggregation")
 KL_ESTIMATORS: Registry = Registry("KL estimator")
 
+# loss.objective: `pg` optimises `loss.name` on the configured reward's advantages; `verifree` optimises
+# VeriFree's surrogate (rldyn.rl.verifree) with the policy's probability of the reference answer as reward.
+OBJECTIVES = ("pg", "verifree")
+
 LOG_RATIO_CLAMP = 20.0
 KL_CLAMP = 10.0
 

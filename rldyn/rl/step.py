@@ -28,6 +28,14 @@ Each minibatch can be split further into `rl.micro_batches` micro-batches whose 
 before the one optimizer step (weights by the aggregation's denominator: the same update as one
 micro-batch, up to float rounding), so activation memory scales with the micro-batch.
 
+With loss.objective = "verifree" (Zhou et al. 2025; rldyn.rl.verifree) the rows are VeriFree's patched
+rows prompt + z + y* + end, and the loss is `verifree_loss`: `verifree.surrogate` over one forward of them
+(z's log-probs and the reference answer's), with the extra batch keys
+  answer_mask_BN           1.0 on the appended reference answer and end token (resp_mask_BN covers z)
+  reason_w_B, answer_w_B   the RLOO advantage A_i and the reward R_i of each row (constants)
+and the extra metrics `loss/answer` (the answer term; `loss/pg` is the reasoning term) and
+`verifree/answer_nll` (mean −log π_θ(y*|q,z) over rows with a marker, at θ_old).
+
 Metrics: the per-token ones come from the sampler's arrays (π_old at rollout) and from the logits the
 update computes anyway; no extra forward pass. `kl/k1`, `kl/k3` and their role splits
 (`kl/k1/planning`, ...) need `ref_logp_BN`; when `needs_reference(lcfg)` is False (loss.kl_coef = 0
@@ -50,6 +58,7 @@ from rldyn import state as state_lib
 from rldyn.config import LossConfig
 from rldyn.metrics import token_stats
 from rldyn.rl import losses
+from rldyn.rl import verifree
 
 
 # Auto chunk (loss.logit_chunk = 0): at most this many float32 logits (B x C x V, whole batch) per chunk.
@@ -177,6 +186,41 @@ def policy_loss(model_cfg, lcfg: LossConfig, temperature: float, max_len: int, p
   return loss, {"loss/pg": loss_pg, "loss/total": loss, **sums}
 
 
+def verifree_loss(model_cfg, lcfg: LossConfig, temperature: float, max_len: int, params, mb,
+                  role_metrics: bool = True):
+  """VeriFree's minibatch objective (`verifree.surrogate`) and the statistics `policy_loss` returns.
+
+  One forward over the patched rows gives log π_θ of the reasoning z (resp_mask_BN) and of the appended
+  reference answer (answer_mask_BN). No ratio and no clip (one on-policy update: `clip` is 0).
+  """
+  n = mb["resp_mask_BN"].shape[1]
+  logp, _ = response_logp_entropy(model_cfg, temperature, params, mb["tokens_BS"], mb["mask_BS"], n,
+                                  lcfg.logit_chunk)
+  m, am = mb["resp_mask_BN"], mb["answer_mask_BN"]
+  zero_w = jnp.zeros_like(mb["answer_w_B"])
+  loss_reason = verifree.surrogate(logp, m, logp, am, mb["reason_w_B"], zero_w, max_len)
+  loss = verifree.surrogate(logp, m, logp, am, mb["reason_w_B"], mb["answer_w_B"], max_len)
+  answer_rows = (am.sum(axis=1) > 0).astype(jnp.float32)
+  sums = {
+      "tokens": m.sum(),
+      "clip": jnp.float32(0.0),
+      "logp_diff_sum": (jnp.abs(logp - mb["old_logp_BN"]) * m).sum(),
+      "logp_diff_max": jnp.max(jnp.abs(logp - mb["old_logp_BN"]) * m),
+      "answer_nll": -(jax.lax.stop_gradient(logp) * am).sum(),
+      "answer_rows": answer_rows.sum(),
+  }
+  if needs_reference(lcfg):  # kl/* metrics over z (verifree refuses the KL loss term)
+    k1, k3 = losses.k1(logp, mb["ref_logp_BN"]), losses.k3(logp, mb["ref_logp_BN"])
+    sums["k1"], sums["k3"] = (k1 * m).sum(), (k3 * m).sum()
+    if role_metrics:
+      sums.update(token_stats.role_sums("k1", k1, m, mb["roles_BN"]))
+      sums.update(token_stats.role_sums("k3", k3, m, mb["roles_BN"]))
+  for name, w in (token_stats.role_weights(m, mb["roles_BN"]).items() if role_metrics else ()):
+    sums[f"tokens_{name}"] = w.sum()
+    sums[f"clip_{name}"] = jnp.float32(0.0)
+  return loss, {"loss/pg": loss_reason, "loss/answer": loss - loss_reason, "loss/total": loss, **sums}
+
+
 def aggregation_weight(aggregation: str, mask_BN) -> jax.Array:
   """The denominator a loss aggregation divides by over these rows (micro-batch weighting).
 
@@ -244,8 +288,9 @@ def update_step(model_cfg, lcfg: LossConfig, tx: optax.GradientTransformation, t
   rl.micro_batches (gradient accumulation inside each minibatch).
   """
   check_micro_batches(lcfg, micro_batches)
+  loss_fn = verifree_loss if lcfg.objective == "verifree" else policy_loss
   grad_fn = jax.value_and_grad(functools.partial(
-      policy_loss, model_cfg, lcfg, temperature, max_len, role_metrics=role_metrics), has_aux=True)
+      loss_fn, model_cfg, lcfg, temperature, max_len, role_metrics=role_metrics), has_aux=True)
 
   def split(x):  # row b -> minibatch b mod U
     return jnp.swapaxes(x.reshape(x.shape[0] // updates, updates, *x.shape[1:]), 0, 1)
@@ -279,6 +324,9 @@ def update_step(model_cfg, lcfg: LossConfig, tx: optax.GradientTransformation, t
       "param_norm": state_lib.tree_norm(params),
       "fault/nonfinite_updates": stats["nonfinite"].sum(),
   }
+  if "loss/answer" in stats:  # VeriFree
+    metrics["loss/answer"] = stats["loss/answer"].mean()
+    metrics["verifree/answer_nll"] = stats["answer_nll"].sum() / jnp.maximum(stats["answer_rows"].sum(), 1.0)
   if "k1" in stats:
     metrics["kl/k1"] = stats["k1"].sum() / jnp.maximum(tokens, 1.0)
     metrics["kl/k3"] = stats["k3"].sum() / jnp.maximum(tokens, 1.0)
@@ -297,9 +345,14 @@ BATCH_KEYS = ("tokens_BS", "mask_BS", "resp_mask_BN", "old_logp_BN", "ref_logp_B
               "entropy_BN", "roles_BN")
 
 
+VERIFREE_KEYS = ("answer_mask_BN", "reason_w_B", "answer_w_B")  # loss.objective = verifree adds these
+
+
 def batch_keys(lcfg: LossConfig) -> tuple[str, ...]:
-  """The update batch's keys: BATCH_KEYS, without ref_logp_BN when `needs_reference` is False."""
-  return BATCH_KEYS if needs_reference(lcfg) else tuple(k for k in BATCH_KEYS if k != "ref_logp_BN")
+  """The update batch's keys: BATCH_KEYS, without ref_logp_BN when `needs_reference` is False, plus
+  VERIFREE_KEYS under loss.objective = verifree."""
+  keys = BATCH_KEYS if needs_reference(lcfg) else tuple(k for k in BATCH_KEYS if k != "ref_logp_BN")
+  return keys + VERIFREE_KEYS if lcfg.objective == "verifree" else keys
 
 
 def make_update_step(model_cfg, lcfg, tx, temperature: float, updates: int, max_len: int, mesh, state,
@@ -309,7 +362,7 @@ def make_update_step(model_cfg, lcfg, tx, temperature: float, updates: int, max_
   The batch must have exactly `batch_keys(lcfg)`.
   """
   st_sh = jax.tree.map(lambda x: x.sharding, state)
-  b_sh = {k: parallel.batch_sharding(mesh, 2) for k in batch_keys(lcfg)}
+  b_sh = {k: parallel.batch_sharding(mesh, 1 if k.endswith("_B") else 2) for k in batch_keys(lcfg)}
   fn = functools.partial(update_step, model_cfg, lcfg, tx, temperature, updates, max_len,
                          role_metrics=role_metrics, micro_batches=micro_batches)
   return jax.jit(fn, in_shardings=(st_sh, st_sh["params"], b_sh),

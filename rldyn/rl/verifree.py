@@ -1,7 +1,7 @@
-"""VeriFree (Zhou et al. 2025, arXiv 2505.21493): RL without a verifier, as pure functions.
+"""VeriFree (Zhou et al. 2025, arXiv 2505.21493): RL without a verifier.
 
 A response o = (z, y) is split into reasoning z, ending with the answer marker, and the answer y. Instead
-of sampling y and verifying it, VeriFree appends the reference answer y* (and the closing marker) to z and
+of sampling y and verifying it, VeriFree appends the reference answer y* (and the task's end token) to z and
 scores it with one extra forward pass of the policy:
 
     R_i = π_θ(y* | q, z_i) = exp(Σ_t log π_θ(y*_t | q, z_i, y*_<t))     (0 when z_i has no marker)
@@ -14,12 +14,17 @@ and its gradient estimator over G responses to one prompt is
 a policy gradient on the reasoning with a leave-one-out baseline plus a reward-weighted SFT term on the
 reference answer. It is on-policy (one update per batch: no ratio, no clip) and length-normalised as Dr.
 GRPO (÷ L_max). `surrogate` is the scalar whose negative gradient is that estimator (weights are host
-arrays: no gradient flows through R or A). The split is made on token ids: the sampler stops at the marker
-(`split_at_marker`), so the appended answer continues exactly the tokens the policy produced.
+arrays: no gradient flows through R or A).
 
-Integration (rollout/step, not here): sample with the marker as a stop sequence, build
-`patched = z + answer_ids` per row, take log π_θ of the appended tokens (`reward`), then one update with
-`surrogate`.
+In the RL loop (`loss.objective = "verifree"`; docs/objectives.md): the sampler runs as usual (it may go
+on past the marker, so the true verifier's `accuracy` is still measured), each response is cut just after
+its first marker on token ids (`split_at_marker`: the appended answer continues exactly the tokens the
+policy produced, the paper's token-safe split), `patch_rows` builds prompt + z + y* + end with the answer
+padded to a bucketed width, one jitted forward gives `reward`, `weights` gives RLOO, and the update step
+(rldyn.rl.step, `verifree_loss`) takes ONE step on `surrogate` over the same patched rows (z's log-probs
+come from that forward too: the rows are causal, z is their prefix). Rows without a marker keep their whole
+response as z (R = 0, so A_i < 0 pushes it down) and get no answer term. `check_config` lists what the
+objective refuses.
 """
 
 from __future__ import annotations
@@ -30,6 +35,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from rldyn.rl import advantages as adv_lib
+
+# The answer marker of each task that has one (a word of its response language); the answer follows it and
+# the task's end token closes the response. Other tasks (textmath: free-form text) cannot run VeriFree.
+MARKERS = {"arithmetic": "answer", "countdown": "answer"}
+ANSWER_BUCKET = 16  # the appended answer (+ end token) is padded to a multiple of this: few compiled widths
 
 
 def split_at_marker(ids: Sequence[int], marker: Sequence[int]) -> int | None:
@@ -71,3 +81,86 @@ def surrogate(logp_reason_BN, reason_mask_BN, logp_answer_BA, answer_mask_BA, re
   y = (logp_answer_BA * answer_mask_BA).sum(axis=1)
   b = z.shape[0]
   return -(jnp.asarray(reason_w_B) * z + jnp.asarray(answer_w_B) * y).sum() / (b * max_len)
+
+
+# ---- configuration and patched rows (the loop's side; pure host functions) -----------------------------
+
+def check_config(cfg) -> None:
+  """Refuses (ValueError, one line naming the fix) what `loss.objective = "verifree"` cannot run with."""
+  need = {"rl.updates_per_batch": (cfg.rl.updates_per_batch, 1),  # on-policy: one update, no ratio
+          "rl.dynamic_sampling": (cfg.rl.dynamic_sampling, False),  # its rewards need a forward pass
+          "reward.name": (cfg.reward.name, "ground_truth"),  # R replaces the reward; accuracy is logged
+          "reward.kl_coef": (cfg.reward.kl_coef, 0.0),
+          "advantage.name": (cfg.advantage.name, "rloo"),  # the paper's baseline
+          "advantage.transform": (cfg.advantage.transform, "none"),
+          "loss.name": (cfg.loss.name, "vanilla"),  # no clip (at ratio 1 vanilla IS the reasoning term)
+          "loss.aggregation": (cfg.loss.aggregation, "seq-mean-token-sum-norm"),  # Dr. GRPO's ÷ L_max
+          "loss.kl_coef": (cfg.loss.kl_coef, 0.0), "loss.entropy_coef": (cfg.loss.entropy_coef, 0.0)}
+  if cfg.task.name not in MARKERS:
+    raise ValueError(f"loss.objective=verifree splits responses at the task's answer marker and task "
+                     f"{cfg.task.name!r} has none; valid tasks: {', '.join(sorted(MARKERS))}")
+  if cfg.rl.group_size < 2:
+    raise ValueError(f"loss.objective=verifree needs rl.group_size >= 2 (RLOO baseline), got "
+                     f"{cfg.rl.group_size}")
+  bad = [f"{k}={v!r} (needs {want!r})" for k, (v, want) in need.items() if v != want]
+  if bad:
+    raise ValueError(f"loss.objective=verifree cannot run with {', '.join(bad)}: VeriFree is one on-policy "
+                     "update of its own surrogate with an RLOO baseline, Dr. GRPO normalisation, no clip, "
+                     "KL or entropy term (docs/objectives.md)")
+
+
+def marker_ids(task) -> list[int]:
+  """The task's answer marker as token ids (ValueError naming the valid tasks if it has none)."""
+  if task.name not in MARKERS:
+    raise ValueError(f"task {task.name!r} has no answer marker; valid: {', '.join(sorted(MARKERS))}")
+  return task.tokenizer.encode(MARKERS[task.name])
+
+
+def answer_ids(task, problem) -> list[int]:
+  """y* + the task's end token, tokenised after the marker (token-safe: `marker + answer` encodes as the
+  marker's ids followed by these)."""
+  if not problem.answer:
+    raise ValueError(f"VeriFree needs each training problem's reference answer; {problem.uid} has none")
+  marker = marker_ids(task)
+  full = task.tokenizer.encode(f"{MARKERS[task.name]} {problem.answer}")
+  if full[:len(marker)] != marker:
+    raise ValueError(f"{task.name}: the marker {MARKERS[task.name]!r} does not tokenise apart from the "
+                     f"answer {problem.answer!r}")
+  return full[len(marker):] + [task.tokenizer.eos_id]
+
+
+def answer_width(answers: Sequence[Sequence[int]]) -> int:
+  """The appended answer's padded width: the longest answer (+ end) rounded up to ANSWER_BUCKET."""
+  longest = max((len(a) for a in answers), default=1)
+  return -(-longest // ANSWER_BUCKET) * ANSWER_BUCKET
+
+
+def patch_rows(prompt_tokens_BP: np.ndarray, prompt_mask_BP: np.ndarray, responses: Sequence[Sequence[int]],
+               marker: Sequence[int], answers: Sequence[Sequence[int]], width: int, pad_id: int
+               ) -> dict[str, np.ndarray]:
+  """Patched rows prompt + z + y* (+ end) of width P + M, M = `width` (>= the longest z + answer).
+
+  responses: each row's sampled ids (length-trimmed); answers: each row's `answer_ids`. z is the response
+  up to and including its first marker, or the whole response when it has none (then no answer is
+  appended). Returns tokens_BS, mask_BS (prompt left-padded as sampled, response right-padded with pad_id),
+  reason_mask_BM (z), answer_mask_BM (y* and the end token), has_marker_B and z_len_B.
+  """
+  b = len(responses)
+  tokens = np.full((b, width), pad_id, np.int32)
+  reason, answer = np.zeros((b, width), np.float32), np.zeros((b, width), np.float32)
+  has, z_len = np.zeros(b, bool), np.zeros(b, np.int32)
+  for i, (ids, ans) in enumerate(zip(responses, answers)):
+    cut = split_at_marker(ids, marker)
+    z = list(ids) if cut is None else list(ids[:cut])
+    row = z if cut is None else z + list(ans)
+    if len(row) > width:
+      raise ValueError(f"row {i}: reasoning ({len(z)}) + answer ({len(ans)}) tokens exceed the patched "
+                       f"width {width}")
+    tokens[i, :len(row)] = row
+    reason[i, :len(z)] = 1.0
+    answer[i, len(z):len(row)] = 1.0
+    has[i], z_len[i] = cut is not None, len(z)
+  resp_mask = (reason + answer) > 0
+  return {"tokens_BS": np.concatenate([np.asarray(prompt_tokens_BP, np.int32), tokens], axis=1),
+          "mask_BS": np.concatenate([np.asarray(prompt_mask_BP, bool), resp_mask], axis=1),
+          "reason_mask_BM": reason, "answer_mask_BM": answer, "has_marker_B": has, "z_len_B": z_len}
