@@ -21,6 +21,7 @@ STUDIES = {
     "prorl": ["kl_loss", "clip_higher", "kl_penalty", "reset", "dynamic"],
     "entropy_control": ["grpo", "clip_cov", "kl_cov", "clip_low", "clip_high", "entropy", "passk"],
     "oneshot": ["rank", "oneshot", "entropy_only"],
+    "verifree": ["verifree", "verifier"],  # runs end to end in tests/test_verifree_loop.py
 }
 # clip_cov, passk, entropy shaping and majority_vote run end to end in tests/test_loop.py already.
 RUN = [("spurious", "incorrect,noclip,u1"), ("spurious", "format,clip,u4"), ("prorl", "kl_loss"),
