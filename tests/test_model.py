@@ -192,3 +192,48 @@ def test_scan_layers_program_size_independent_of_depth():
   assert eqns(shallow) == eqns(deep)
   assert eqns(dataclasses.replace(deep, scan_layers=False)) > 3 * eqns(dataclasses.replace(shallow,
                                                                                            scan_layers=False))
+
+
+def test_decode_attention_equals_the_t_axis_form():
+  """The one-query decode attention (no T axis, [B, K, S, D] cache) is grouped_attention's T-axis math:
+  the same outputs as the general path on the same keys in [B, S, K, D] layout, masked slots ignored."""
+  from rldyn.model import decoder as D  # pylint: disable=g-import-not-at-top
+  b, k, g, s, d = 3, 2, 2, 7, 8
+  q = jax.random.normal(jax.random.key(0), (b, 1, k * g, d))
+  keys = jax.random.normal(jax.random.key(1), (b, k, s, d))
+  values = jax.random.normal(jax.random.key(2), (b, k, s, d))
+  mask = jax.random.bernoulli(jax.random.key(3), 0.6, (b, 1, s)).at[:, :, 0].set(True)
+  got = D.grouped_attention(q, keys, values, mask, "bksd")
+  want = D.grouped_attention(q, jnp.swapaxes(keys, 1, 2), jnp.swapaxes(values, 1, 2), mask, "bskd")
+  np.testing.assert_allclose(got, want, atol=1e-6)
+  # Garbage in the masked slots changes nothing.
+  junk = jnp.where(mask[:, :, None, :, None].reshape(b, 1, s, 1), keys, 1e3)
+  np.testing.assert_allclose(D.grouped_attention(q, junk, values, mask, "bksd"), got, atol=1e-6)
+
+
+@pytest.mark.parametrize("scan", [False, True])
+def test_kv_cache_grow_then_decode(params, scan):
+  """A 6-slot cache filled by a prefill of 5 tokens grows to 12 slots (old slots kept, new ones zero) and
+  decoding on continues to match the full forward (to 1e-5)."""
+  cfg = dataclasses.replace(CFG, scan_layers=scan)
+  p_ = M.stack_layers(params) if scan else params
+  tokens = jax.random.randint(jax.random.key(2), (2, 12), 0, CFG.vocab_size)
+  full = _full(params, tokens)
+  cache = M.KVCache.zeros(cfg, 2, 6)
+  mask = (jnp.arange(6)[None, :] <= jnp.arange(5)[:, None])[None] & jnp.ones((2, 1, 1), bool)
+  logits, cache = M.apply(cfg, p_, tokens[:, :5], jnp.broadcast_to(jnp.arange(5), (2, 5)), mask, cache, 0)
+  assert cache.slots == 6
+  grown = cache.grow(12)
+  assert grown.slots == 12 and cache.grow(6) is cache
+  old_k = cache.k if scan else cache.k[0]
+  new_k = grown.k if scan else grown.k[0]
+  np.testing.assert_array_equal(new_k[..., :6, :], old_k)
+  assert not np.asarray(new_k[..., 6:, :]).any()
+  got = [logits]
+  for t in range(5, 12):
+    m = (jnp.arange(12) <= t)[None, None, :] & jnp.ones((2, 1, 1), bool)
+    lg, grown = M.apply(cfg, p_, tokens[:, t:t + 1], jnp.full((2, 1), t), m, grown, t)
+    got.append(lg)
+  np.testing.assert_allclose(jnp.concatenate(got, axis=1), full, atol=1e-5)
+  with pytest.raises(ValueError, match="shrink"):
+    grown.grow(4)
