@@ -61,6 +61,7 @@ from rldyn.model import ModelConfig
 from rldyn.model import hf
 from rldyn.optim import make_optimizer
 from rldyn.rl import step as step_lib
+from rldyn.rl import verifree
 
 GiB = 2**30
 PROGRAMS = ("update", "ref", "sampler")
@@ -281,7 +282,11 @@ def plan(cfg: Config, devices, prompt_len: int, programs=PROGRAMS) -> dict:
   out = {}
   if "update" in programs:
     dtypes = {"tokens_BS": jnp.int32, "mask_BS": jnp.bool_, "roles_BN": jnp.int32}
-    batch = {k: _sds((b, s if k.endswith("_BS") else n), dtypes.get(k, jnp.float32), rows(2))
+    # VeriFree's rows are prompt + z + y* + end: one answer bucket wider (the exact width follows the
+    # task's longest reference answer; one bucket is what countdown and arithmetic need).
+    w = n + verifree.ANSWER_BUCKET if cfg.loss.objective == "verifree" else n
+    batch = {k: _sds((b,) if k.endswith("_B") else (b, p + w if k.endswith("_BS") else w),
+                     dtypes.get(k, jnp.float32), rows(1 if k.endswith("_B") else 2))
              for k in step_lib.batch_keys(cfg.loss)}
     fn = step_lib.make_update_step(cfg.model, cfg.loss, make_optimizer(cfg.rl.optim, cfg.rl.steps),
                                    cfg.sampling.temperature, u, n, mesh, st,

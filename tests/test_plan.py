@@ -135,3 +135,11 @@ def test_real_size_options_reach_the_plan():
   assert report["params"][1]["param"].startswith("layers/") and len(report["params"][1]["shape"]) >= 2
   with pytest.raises(ConfigError, match="rl.micro_batches = 64 micro-batches"):
     plan_lib.plan(tiny(rl__micro_batches=32), jax.devices(), 16, ("update",))
+
+
+def test_verifree_update_plans():
+  # VeriFree's update batch has 1-D weights and rows one answer bucket wider; the plan compiles it.
+  cfg = tiny(loss__objective="verifree", loss__name="vanilla", advantage__name="rloo",
+             loss__aggregation="seq-mean-token-sum-norm", rl__updates_per_batch=1, reward__name="ground_truth")
+  report = plan_lib.plan(cfg, jax.devices(), prompt_len=16, programs=("update",))
+  assert report["programs"]["update"]["flops"] > 0

@@ -207,6 +207,32 @@ def test_countdown_roles():
         assert roles[k] == base.OTHER
 
 
+def test_countdown_echo_target():
+  # With echo_target every last move restates the target before its verdict; nothing else changes (the
+  # same random draws give the same search, the same verdicts and the same answer).
+  plain = tasks.make_task("countdown")
+  echo = tasks.make_task("countdown", echo_target=True)
+  finals = 0
+  for seed in range(60):
+    rng_p, rng_e = np.random.default_rng(seed), np.random.default_rng(seed)
+    problem = plain.sample_problem(rng_p)
+    assert echo.sample_problem(rng_e) == problem
+    target = json.loads(problem.data)["target"]
+    t_plain, t_echo = plain.reference_trace(problem, rng_p), echo.reference_trace(problem, rng_e)
+    assert t_echo.replace(f" target {target} ", " ") == t_plain
+    verdicts = re.findall(r"= \d+ target (\d+) (goal|no)", t_echo)
+    assert len(verdicts) == t_plain.count(" goal") + t_plain.count(" no")
+    assert all(int(t) == target for t, _ in verdicts)
+    finals += len(verdicts)
+    assert echo.verify(problem, t_echo) == plain.verify(problem, t_plain)
+    ids = TOK.encode(t_echo)
+    roles = echo.token_roles(ids)
+    for k, token_id in enumerate(ids):  # the restated target is copied content: `target` other, digits execution
+      if TOK.id_to_token(token_id) == "target":
+        assert roles[k] == base.OTHER and roles[k + 1] == base.EXECUTION
+  assert finals > 100
+
+
 def test_countdown_docstring_example():
   task = tasks.make_task("countdown")
   rng = np.random.default_rng(11)

@@ -11,6 +11,9 @@ Response language (one search trace, then an answer or `fail`):
 
     try A op B = R left R , C ...   combine A and B (not the last move)
     try A op B = R goal | no        the last move: R is the target or not
+    try A op B = R target T goal | no
+                                    the same with `echo_target`: the last move
+                                    restates the target T before judging it
     back                            return one level up (one `back` per level)
     answer EXPR                     after `goal`: the solution, every compound
                                     operand in parentheses
@@ -84,6 +87,8 @@ class CountdownConfig:
   max_error: int = 3  # A wrong result is off by 1..max_error (stays positive).
   # (strategy, weight) pairs, or a mapping; a strategy is drawn per trace.
   strategy_mix: Any = (("greedy", 0.5), ("dfs", 0.25), ("random", 0.25))
+  # The last move restates the target before judging: `try 13 - 3 = 10 target 10 goal`.
+  echo_target: bool = False
 
   def __post_init__(self):
     if not 2 <= self.num_count <= 5:
@@ -283,6 +288,8 @@ class _Search:
       child = [(written, expr_lib.BinOp(m.op, a[1], b[1]))] + [
           s for n, s in enumerate(state) if n not in (m.i, m.j)]
       if len(child) == 1:
+        if self.config.echo_target:
+          self.out.append(f"target {self.target}")
         if written == self.target:
           self.out.append("goal")
           return child[0][1]
