@@ -1,21 +1,25 @@
-"""The sampler against the matmul bound, before vs after issue #16, and KV-cache vs recompute decoding.
+"""The sampler against the matmul bound, now vs before the segmented decode, and KV-cache vs recompute.
 
-    python benchmarks/bench_sampler.py [--large] [--batch=128] [--new=128]
+    python benchmarks/bench_sampler.py [--large] [--batch=128] [--new=128] [--rounds=5] [--no_pretrain]
 
 One process, one model, one batch (the default study's rollout shape: 16 prompts x 8, the demo model):
   * prefill and decode timed apart (decode per step = (time(N) - time(N0)) / (N - N0), so prefill and
     compile drop out), each as GFLOP/s and as a fraction of the matmul bound: what this CPU does on a
     plain jitted chain of matmuls of the same [rows, d_model] x [d_model, d_ff] shape (rows = B * P for
     prefill, B for decode), timed in the same process;
-  * the sampler now (rldyn.sampling.generate) and before #16 (`generate_before`, a frozen copy) side by
-    side, with whether their tokens and log-probs are bit-identical for the same key;
+  * the sampler now (rldyn.sampling.generate: segmented cache, one-query attention) and before
+    (`generate_before`, a frozen copy with the previous attention patched in while it traces) side by
+    side, alternating, with best and median times, tokens/s, compile time, whether their outputs are
+    bit-identical for the same key, and over several keys how many tokens differ;
   * KV-cache decoding vs recomputing the full forward per token (greedy tokens compared);
   * the pretraining step's throughput.
-FLOPs are the matmul FLOPs of the model (2 x params x tokens, plus attention over the cache slots).
+FLOPs are the useful matmul FLOPs (2 x params x tokens, plus attention over the filled slots only), so a
+sampler that attends over empty cache slots gets no credit for them.
 Timings on a shared CPU move with its load; the ratios within one run are what to compare.
 """
 
 import argparse
+import contextlib
 import functools
 import os
 import sys
@@ -30,79 +34,86 @@ import numpy as np  # noqa: E402
 from benchmarks.common import banner, timeit  # noqa: E402
 from rldyn import model as M  # noqa: E402
 from rldyn import sampling as S  # noqa: E402
+from rldyn.model import decoder as D  # noqa: E402
 
 
-def _stopped_before(history_BH, t, tok_B, scfg: S.SamplingConfig):
-  """Whether token t (just written at history column t + pad) ends a stop token or stop sequence."""
-  hit = jnp.zeros(tok_B.shape, bool)
-  for s in scfg.stop_tokens:
-    hit |= tok_B == s
-  pad = max((len(s) for s in scfg.stop_sequences), default=1) - 1
-  for seq in scfg.stop_sequences:
-    m = len(seq)
-    window = jax.lax.dynamic_slice_in_dim(history_BH, t + pad - m + 1, m, axis=1)
-    hit |= jnp.all(window == jnp.asarray(seq, jnp.int32)[None], axis=1)
-  return hit
+def grouped_attention_before(q_BTHD, keys, values, mask_BTS, kv_layout: str):
+  """rldyn.model.decoder.grouped_attention before the segmented sampler (decoding used the T axis too)."""
+  b, t, h, d = q_BTHD.shape
+  k = keys.shape[kv_layout.index("k")]
+  q = q_BTHD.reshape(b, t, k, h // k, d)
+  scores = jnp.einsum(f"btkgd,{kv_layout}->bkgts", q, keys).astype(jnp.float32) * d ** -0.5
+  scores = jnp.where(mask_BTS[:, None, None, :, :], scores, jnp.finfo(jnp.float32).min)
+  probs = jax.nn.softmax(scores, axis=-1).astype(q_BTHD.dtype)
+  return jnp.einsum(f"bkgts,{kv_layout}->btkgd", probs, values).reshape(b, t, h, d)
 
+
+@contextlib.contextmanager
+def _attention_before():
+  """Traces the decoder with grouped_attention_before (the frozen pre-change attention)."""
+  saved = D.grouped_attention
+  D.grouped_attention = grouped_attention_before
+  try:
+    yield
+  finally:
+    D.grouped_attention = saved
 
 
 def generate_before(cfg: M.ModelConfig, scfg: S.SamplingConfig, params, prompt_BP, prompt_mask_BP, key):
-  """rldyn.sampling.generate as it was before issue #16 (an N-wide stop history and a carried key mask)."""
-  b, p = prompt_BP.shape
-  n = scfg.max_new_tokens
-  slots = p + n
-  prompt_mask_BP = prompt_mask_BP.astype(bool)
-  prompt_len_B = prompt_mask_BP.sum(axis=1).astype(jnp.int32)
-  # Cast the weights to the compute dtype once, outside the loop: each decode step then reads them at
-  # compute width (decoding is bound by reading the weights).
-  params = jax.tree.map(lambda x: x.astype(cfg.jnp_dtype), params)
-  apply = functools.partial(M.apply, cfg, params)
-
-  # Prefill: the prompt's keys go to slots [0, P); each query sees earlier real prompt tokens.
-  cache = M.KVCache.zeros(cfg, b, slots)
-  key_valid_BS = jnp.concatenate([prompt_mask_BP, jnp.zeros((b, n), bool)], axis=1)
-  causal_PS = jnp.arange(slots)[None, :] <= jnp.arange(p)[:, None]
-  mask_BPS = causal_PS[None] & key_valid_BS[:, None, :]
-  logits, cache = apply(prompt_BP, M.positions_from_mask(prompt_mask_BP), mask_BPS, cache, 0)
-  last_logits_BV = logits[:, -1]
-
-  pad = max((len(s) for s in scfg.stop_sequences), default=1) - 1
-  out = dict(
-      tokens=jnp.full((b, n), scfg.pad_id, jnp.int32),
-      logp=jnp.zeros((b, n), jnp.float32),
-      entropy=jnp.zeros((b, n), jnp.float32),
-      mask=jnp.zeros((b, n), bool),
-  )
-  history_BH = jnp.full((b, n + pad), -1, jnp.int32)
-  done_B = jnp.zeros((b,), bool)
-
-  def cond(carry):
-    t, _, _, _, _, done, _ = carry
-    return (t < n) & ~jnp.all(done)
-
-  def body(carry):
-    t, cache, logits_BV, out, history, done, key_valid = carry
-    tok, logp, ent = S._choose(logits_BV, jax.random.fold_in(key, t), scfg)
-    live = ~done
-    tok = jnp.where(live, tok, scfg.pad_id)
+  """rldyn.sampling.generate before the segmented decode: one while loop over a P + N slot cache that
+  every step attends over in full, with the T-axis attention (a frozen copy, for side-by-side timing)."""
+  with _attention_before():
+    b, p = prompt_BP.shape
+    n = scfg.max_new_tokens
+    slots = p + n
+    prompt_mask_BP = prompt_mask_BP.astype(bool)
+    prompt_len_B = prompt_mask_BP.sum(axis=1).astype(jnp.int32)
+    params = jax.tree.map(lambda x: x.astype(cfg.jnp_dtype), params)
+    apply = functools.partial(M.apply, cfg, params)
+    cache = M.KVCache.zeros(cfg, b, slots)
+    key_valid_BS = jnp.concatenate([prompt_mask_BP, jnp.zeros((b, n), bool)], axis=1)
+    causal_PS = jnp.arange(slots)[None, :] <= jnp.arange(p)[:, None]
+    mask_BPS = causal_PS[None] & key_valid_BS[:, None, :]
+    logits, cache = apply(prompt_BP, M.positions_from_mask(prompt_mask_BP), mask_BPS, cache, 0)
+    last_logits_BV = logits[:, -1]
     out = dict(
-        tokens=out["tokens"].at[:, t].set(tok),
-        logp=out["logp"].at[:, t].set(jnp.where(live, logp, 0.0)),
-        entropy=out["entropy"].at[:, t].set(jnp.where(live, ent, 0.0)),
-        mask=out["mask"].at[:, t].set(live),
+        tokens=jnp.full((b, n), scfg.pad_id, jnp.int32),
+        logp=jnp.zeros((b, n), jnp.float32),
+        entropy=jnp.zeros((b, n), jnp.float32),
+        mask=jnp.zeros((b, n), bool),
     )
-    history = history.at[:, t + pad].set(tok)
-    done = done | (live & _stopped_before(history, t, tok, scfg))
-    # Feed the token: it occupies slot P + t at position prompt_len + t.
-    key_valid = key_valid.at[:, p + t].set(True)
-    logits, cache = apply(tok[:, None], (prompt_len_B + t)[:, None], key_valid[:, None, :], cache, p + t)
-    return t + 1, cache, logits[:, 0], out, history, done, key_valid
+    recent_BW = jnp.full((b, max((len(s) for s in scfg.stop_sequences), default=1) - 1), -1, jnp.int32)
+    done_B = jnp.zeros((b,), bool)
+    slot_S = jnp.arange(slots)
+    prompt_valid_BS = key_valid_BS
 
-  carry = (jnp.int32(0), cache, last_logits_BV, out, history_BH, done_B, key_valid_BS)
-  _, _, _, out, _, done, _ = jax.lax.while_loop(cond, body, carry)
-  out["length"] = out["mask"].sum(axis=1).astype(jnp.int32)
-  out["truncated"] = ~done
-  return out
+    def cond(carry):
+      t, _, _, _, _, done = carry
+      return (t < n) & ~jnp.all(done)
+
+    def body(carry):
+      t, cache, logits_BV, out, recent, done = carry
+      tok, logp, ent = S._choose(logits_BV, jax.random.fold_in(key, t), scfg)  # pylint: disable=protected-access
+      live = ~done
+      tok = jnp.where(live, tok, scfg.pad_id)
+      out = dict(
+          tokens=out["tokens"].at[:, t].set(tok),
+          logp=out["logp"].at[:, t].set(jnp.where(live, logp, 0.0)),
+          entropy=out["entropy"].at[:, t].set(jnp.where(live, ent, 0.0)),
+          mask=out["mask"].at[:, t].set(live),
+      )
+      done = done | (live & S._stopped(recent, tok, scfg))  # pylint: disable=protected-access
+      if recent.shape[1]:
+        recent = jnp.concatenate([recent[:, 1:], tok[:, None]], axis=1)
+      key_valid_BS = prompt_valid_BS | ((slot_S >= p) & (slot_S <= p + t))[None]
+      logits, cache = apply(tok[:, None], (prompt_len_B + t)[:, None], key_valid_BS[:, None, :], cache, p + t)
+      return t + 1, cache, logits[:, 0], out, recent, done
+
+    carry = (jnp.int32(0), cache, last_logits_BV, out, recent_BW, done_B)
+    _, _, _, out, _, done = jax.lax.while_loop(cond, body, carry)
+    out["length"] = out["mask"].sum(axis=1).astype(jnp.int32)
+    out["truncated"] = ~done
+    return out
 
 
 def recompute_decode(cfg, n, params, prompt_BP, key):
@@ -120,7 +131,7 @@ def recompute_decode(cfg, n, params, prompt_BP, key):
   return jax.lax.fori_loop(0, n, body, buf)[:, p:]
 
 
-def matmul_flops(cfg, tokens: int, slots: int) -> float:
+def matmul_flops(cfg, tokens: int, slots: float) -> float:
   """Matmul FLOPs of a forward over `tokens` tokens that each attend to `slots` keys."""
   e, h, k, d, f, v, layers = (cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.d_ff,
                               cfg.vocab_size, cfg.n_layers)
@@ -140,32 +151,44 @@ def matmul_bound(rows: int, e: int, f: int) -> float:
 
 
 def bench_phases(cfg, params, prompt, mask, n: int, n0: int = 8, rounds: int = 5):
-  """(prefill s, decode s/step, outputs) for the current and the pre-#16 sampler.
+  """(prefill s, {name: (decode s/step, outputs)}) for the current and the previous sampler.
 
-  The two samplers run alternately, `rounds` times each, and each keeps its best time: on a shared CPU
-  both then see the same load.
+  The two samplers run alternately, `rounds` times each, and each keeps its median and best time: on a
+  shared CPU both then see the same load. Decode per step = (time(N) - time(N0)) / (N - N0).
   """
   b, p = prompt.shape
-  gens = {"now": S.generate, "before #16": generate_before}
+  gens = {"now": S.generate, "before": generate_before}
   fns = {(name, m): jax.jit(functools.partial(gen, cfg, S.SamplingConfig(max_new_tokens=m, stop_tokens=(2,))))
          for name, gen in gens.items() for m in (n0, n)}
   args = (params, prompt, mask, jax.random.key(2))
-  outs = {k: jax.block_until_ready(f(*args)) for k, f in fns.items()}  # compile
-  best = dict.fromkeys(fns, float("inf"))
+  compile_s = {}
+  for k, f in fns.items():
+    t0 = time.perf_counter()
+    fns[k] = f.lower(*args).compile()
+    compile_s[k] = time.perf_counter() - t0
+  outs = {k: jax.block_until_ready(f(*args)) for k, f in fns.items()}
+  times = {k: [] for k in fns}
   for _ in range(rounds):
     for k, f in fns.items():
       t0 = time.perf_counter()
       jax.block_until_ready(f(*args))
-      best[k] = min(best[k], time.perf_counter() - t0)
-  res = {name: ((best[name, n0] * n - best[name, n] * n0) / (n - n0), (best[name, n] - best[name, n0]) / (n - n0),
-                outs[name, n]) for name in gens}
-  # Prefill alone: one forward over the prompt into the cache.
+      times[k].append(time.perf_counter() - t0)
+  res = {}
+  for name in gens:
+    best = {m: min(times[name, m]) for m in (n0, n)}
+    med = {m: float(np.median(times[name, m])) for m in (n0, n)}
+    res[name] = dict(step=(best[n] - best[n0]) / (n - n0), step_median=(med[n] - med[n0]) / (n - n0),
+                     total=best[n], total_median=med[n], compile=compile_s[name, n], out=outs[name, n])
+
+  # Prefill alone: one forward over the prompt into a cache of the first segment's size.
+  slots = S.decode_schedule(p, n)[0][1]
+
   def prefill(params, prompt, mask):
-    cache = M.KVCache.zeros(cfg, b, p + n)
-    kv = jnp.concatenate([mask, jnp.zeros((b, n), bool)], axis=1)
-    causal = jnp.arange(p + n)[None, :] <= jnp.arange(p)[:, None]
+    cache = M.KVCache.zeros(cfg, b, slots)
+    kv = jnp.concatenate([mask, jnp.zeros((b, slots - p), bool)], axis=1)
+    causal = jnp.arange(slots)[None, :] <= jnp.arange(p)[:, None]
     return M.apply(cfg, params, prompt, M.positions_from_mask(mask), causal[None] & kv[:, None, :], cache, 0)
-  t_pre, _ = timeit(jax.jit(prefill), params, prompt, mask)
+  t_pre, _ = timeit(jax.jit(prefill), params, prompt, mask, repeat=rounds)
   return t_pre, res
 
 
@@ -175,6 +198,9 @@ def main():
   ap.add_argument("--batch", type=int, default=128, help="rows (the default study: 16 prompts x 8)")
   ap.add_argument("--prompt", type=int, default=16, help="prompt width")
   ap.add_argument("--new", type=int, default=128)
+  ap.add_argument("--rounds", type=int, default=5, help="alternating timing rounds per sampler")
+  ap.add_argument("--keys", type=int, default=4, help="sampling keys compared between the two samplers")
+  ap.add_argument("--no_pretrain", action="store_true", help="skip the pretraining-step timing")
   args = ap.parse_args()
   banner("sampler")
   if args.large:
@@ -187,24 +213,34 @@ def main():
   prompt = jax.random.randint(jax.random.key(1), (b, p), 3, cfg.vocab_size)
   mask = jnp.ones(prompt.shape, bool)
   print(f"model {cfg.num_params() / 1e6:.2f}M params, batch {b}, prompt {p}, {n} new tokens "
-        f"(random weights, so no row stops early: every step runs)")
+        f"(random weights, so no row stops early: every step runs); decode segments "
+        f"{[s for _, s in S.decode_schedule(p, n)]} slots")
 
-  t_pre, res = bench_phases(cfg, params, prompt, mask, n)
+  t_pre, res = bench_phases(cfg, params, prompt, mask, n, rounds=args.rounds)
   bound_pre = matmul_bound(b * p, cfg.d_model, cfg.d_ff)
   bound_dec = matmul_bound(b, cfg.d_model, cfg.d_ff)
-  f_pre = matmul_flops(cfg, b * p, p + n)
-  f_dec = matmul_flops(cfg, b, p + n)
+  # Useful FLOPs: prefill queries attend to the prompt (P keys), decode step t to the P + t + 1 filled slots
+  # (on average P + (N + 1) / 2); a sampler that reads more slots does not get credit for them.
+  f_pre = matmul_flops(cfg, b * p, p)
+  f_dec = matmul_flops(cfg, b, p + (n + 1) / 2)
   print(f"matmul bound: {bound_pre / 1e9:6.1f} GFLOP/s at [{b * p}, {cfg.d_model}] rows (prefill), "
         f"{bound_dec / 1e9:6.1f} GFLOP/s at [{b}, {cfg.d_model}] (decode)")
-  print(f"{'phase':24s} {'time':>10s} {'GFLOP/s':>8s} {'of bound':>8s}")
-  print(f"{'prefill':24s} {t_pre * 1e3:8.1f}ms {f_pre / t_pre / 1e9:8.1f} {f_pre / t_pre / bound_pre:8.2f}")
-  for name, (_, t_step, _) in res.items():
-    print(f"{'decode step, ' + name:24s} {t_step * 1e3:8.2f}ms {f_dec / t_step / 1e9:8.1f} "
-          f"{f_dec / t_step / bound_dec:8.2f}")
-  new, old = res["now"][2], res["before #16"][2]
-  same = all(np.array_equal(np.asarray(new[k]), np.asarray(old[k])) for k in new)
-  print(f"decode step before/now: {res['before #16'][1] / res['now'][1]:.2f}x   "
-        f"(outputs bit-identical for the same key: {same})")
+  print(f"{'phase':20s} {'time':>10s} {'median':>10s} {'GFLOP/s':>8s} {'of bound':>8s} {'tok/s':>8s} {'compile':>8s}")
+  print(f"{'prefill':20s} {t_pre * 1e3:8.1f}ms {'':10s} {f_pre / t_pre / 1e9:8.1f} {f_pre / t_pre / bound_pre:8.2f}")
+  for name, r in res.items():
+    print(f"{'decode step, ' + name:20s} {r['step'] * 1e3:8.2f}ms {r['step_median'] * 1e3:8.2f}ms "
+          f"{f_dec / r['step'] / 1e9:8.1f} {f_dec / r['step'] / bound_dec:8.2f} {b / r['step']:8.0f} "
+          f"{r['compile']:7.1f}s")
+  for name, r in res.items():
+    print(f"{'sample(), ' + name:20s} {r['total'] * 1e3:8.1f}ms {r['total_median'] * 1e3:8.1f}ms "
+          f"{'':8s} {'':8s} {b * n / r['total']:8.0f}")
+  now, before = res["now"], res["before"]
+  print(f"decode step before/now: {before['step'] / now['step']:.2f}x (best), "
+        f"{before['step_median'] / now['step_median']:.2f}x (median); whole sample() "
+        f"{before['total'] / now['total']:.2f}x")
+  same = {k: bool(np.array_equal(np.asarray(now["out"][k]), np.asarray(before["out"][k]))) for k in now["out"]}
+  print(f"bit-identical for the same key: {same}")
+  compare_keys(cfg, params, prompt, mask, n, args.keys)
 
   kv = S.make_sampler(cfg, S.SamplingConfig(max_new_tokens=n, greedy=True))
   t_kv, out = timeit(kv, params, prompt, mask, jax.random.key(2))
@@ -214,8 +250,30 @@ def main():
   print(f"kv-cache decode:  {b * n / t_kv:10.0f} tok/s")
   print(f"recompute decode: {b * n / t_rec:10.0f} tok/s")
   print(f"ratio kv/recompute: {t_rec / t_kv:.1f}x   (greedy tokens identical: {agree:.3f})")
-  if not args.large:
+  if not args.large and not args.no_pretrain:
     bench_pretrain_step()
+
+
+def compare_keys(cfg, params, prompt, mask, n: int, keys: int):
+  """Tokens and log-probs of the two samplers over `keys` sampling keys and greedy: how many tokens
+  differ (a float-rounding change flips a token only where two choices tie to ~1e-6) and the largest
+  log-prob difference on the tokens before a row's first difference."""
+  for greedy in (False, True):
+    scfg = S.SamplingConfig(max_new_tokens=n, stop_tokens=(2,), greedy=greedy)
+    now = jax.jit(functools.partial(S.generate, cfg, scfg))
+    before = jax.jit(functools.partial(generate_before, cfg, scfg))
+    diff_tok = diff_rows = total = 0
+    dlogp = 0.0
+    for i in range(1 if greedy else keys):
+      a, c = (jax.device_get(f(params, prompt, mask, jax.random.key(100 + i))) for f in (now, before))
+      neq = a["tokens"] != c["tokens"]
+      diff_tok += int(neq.sum())
+      diff_rows += int(neq.any(axis=1).sum())
+      total += neq.size
+      same_prefix = np.cumsum(neq, axis=1) == 0
+      dlogp = max(dlogp, float(np.abs(np.where(same_prefix, a["logp"] - c["logp"], 0)).max()))
+    print(f"{'greedy' if greedy else f'sampled ({keys} keys)'}: {diff_tok} of {total} tokens differ "
+          f"({diff_rows} rows); max |logp now - before| {dlogp:.1e}")
 
 
 def bench_pretrain_step():
