@@ -3,7 +3,9 @@ metrics cost.
 
     python benchmarks/bench_rl_step.py [--prompts=16 --group=8 --new=96]
 
-Prints rollout tokens/s, update tokens/s, and two ratios measured side by side in one process:
+Prints rollout tokens/s, update tokens/s, each phase's fraction of this CPU's matmul bound (useful matmul
+FLOPs per second over what a jitted loop of the MLP's matmul shapes reaches in the same run:
+bench_sampler.matmul_bound), and two ratios measured side by side in one process:
   update with role-split metrics / update without them           (target <= 1.05)
   (update + host role tagging and semantic entropy) / update     (the host side of the same metrics)
 then the float32 log-prob/entropy chunking (loss.logit_chunk) on the demo model's shape with a real-size
@@ -22,6 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
+from benchmarks.bench_sampler import matmul_bound, matmul_flops  # noqa: E402
 from benchmarks.common import banner, best_of  # noqa: E402
 from rldyn import config as config_lib, data, launch, parallel, sampling, state as state_lib  # noqa: E402
 from rldyn.metrics import entropy as entropy_lib  # noqa: E402
@@ -95,6 +98,20 @@ def main():
   print(f"rollout: {n_tok / t_roll:9.0f} generated tok/s ({t_roll:.2f}s)")
   print(f"update:  {upd_tokens / times[True]:9.0f} tok/s ({times[True]:.2f}s, "
         f"{cfg.rl.updates_per_batch} minibatch updates)")
+  # Useful matmul FLOPs: the rollout's prefill (P tokens attending to P/2 keys on average) and decode (each
+  # new token attends to the prompt and half the response on average); the update's forward + backward
+  # (3x a forward) over every row's P + N tokens.
+  p = prompts["tokens"].shape[1]
+  f_roll = matmul_flops(cfg.model, b * p, p / 2) + matmul_flops(cfg.model, n_tok, p + n / 2)
+  f_upd = 3 * matmul_flops(cfg.model, b * (p + n), (p + n) / 2)
+  bound_dec = matmul_bound(b, cfg.model.d_model, cfg.model.d_ff)
+  bound_upd = matmul_bound(b * (p + n) // cfg.rl.updates_per_batch, cfg.model.d_model, cfg.model.d_ff)
+  print(f"matmul bound: {bound_dec / 1e9:.1f} GFLOP/s at [{b}, {cfg.model.d_model}] (decode rows), "
+        f"{bound_upd / 1e9:.1f} GFLOP/s at [{b * (p + n) // cfg.rl.updates_per_batch}, {cfg.model.d_model}] "
+        f"(a minibatch's tokens)")
+  print(f"rollout: {f_roll / t_roll / 1e9:.1f} GFLOP/s = {f_roll / t_roll / bound_dec:.2f} of the decode bound")
+  print(f"update:  {f_upd / times[True] / 1e9:.1f} GFLOP/s = {f_upd / times[True] / bound_upd:.2f} of the "
+        f"minibatch bound")
   print(f"role-split metrics in the jitted step: ratio {times[True] / times[False]:.3f} (with / without)")
   print(f"host role tagging + semantic entropy: {t_host * 1e3:.1f} ms, "
         f"ratio {(times[True] + t_host) / times[True]:.3f} of the update")

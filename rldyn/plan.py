@@ -10,7 +10,8 @@ reference; nothing is allocated) and compiles, ahead of time, the three programs
 
     update    rldyn.rl.step.make_update_step: all rl.updates_per_batch minibatch updates of one batch
     ref       rldyn.rl.step.make_ref_logprobs: the reference log-probs of the whole batch (N responses)
-    sampler   rldyn.sampling.make_sampler: prefill + decode of the whole batch (KV cache of P + N slots)
+    sampler   rldyn.sampling.make_sampler: prefill + decode of the whole batch (KV cache growing to P + N
+              slots in segments of sampling.DECODE_BLOCK tokens; the last segment's is the largest)
 
 for the widest shapes a step can see (prompt width P = --prompt_len, N = sampling.max_new_tokens,
 B = rl.prompts_per_step * rl.group_size rows), then prints per program and per device what
