@@ -44,7 +44,7 @@ DERIVED = {"model": ("vocab_size",), "sampling": ("pad_id", "stop_tokens")}
 # Sorted by key, as ml_collections orders them: the strategy mix's order is the order strategies are drawn in.
 DEFAULT_TASK_OPTIONS = (
     ("budget", 8),  # most tries in a reference trace before it says `fail`
-    ("echo_target", False),  # the last move restates the target before `goal`/`no`
+    ("echo_target", True),  # the last move restates the target before `goal`/`no` (robust base: README)
     ("error_rate", 0.1),  # P(a written intermediate result is wrong) in reference traces
     ("max_error", 3),  # a wrong result is off by 1..max_error
     ("max_number", 12),  # numbers are drawn from 1..max_number
