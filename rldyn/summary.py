@@ -1,7 +1,7 @@
 """The end-of-run summary a finished RL run prints (and a rerun of a finished run prints again).
 
 Held-out greedy accuracy and sampled pass@1 of the base and of the final policy, the trajectory of
-training accuracy and of entropy by token role, the phase detector's verdict on the run so far, and where
+training accuracy, of entropy by token role and of strategy diversity, the phase detector's verdict on the run so far, and where
 the run's files are.
 """
 
@@ -26,13 +26,16 @@ def table(wd: Workdir, points: int = 8) -> str:
       f"  sampled pass@1                 {base['eval/pass@1']:.3f}   {final['eval/pass@1']:.3f}"
       f"   {final['eval/pass@1'] - base['eval/pass@1']:+.3f}",
       "",
-      "  step   train acc   H(execution)   H(planning)   semantic H(planning)",
+      "  step   train acc   H(execution)   H(planning)   strategy H",
   ]
   idx = sorted({round(i * (len(rows) - 1) / max(points - 1, 1)) for i in range(points)})
   for i in idx:
     r = rows[i]
+    # strategy H: the diversity of strategy types the phase detector reads (strategy/entropy; logs written
+    # before it existed have only the older semantic_entropy/planning, shown instead).
+    strategy = r.get("strategy/entropy", r.get("semantic_entropy/planning", float("nan")))
     lines.append(f"  {r['step']:4d}   {r['accuracy']:9.3f}   {r['entropy/execution']:12.3f}   "
-                 f"{r['entropy/planning']:11.3f}   {r['semantic_entropy/planning']:20.3f}")
+                 f"{r['entropy/planning']:11.3f}   {strategy:10.3f}")
   return "\n".join(lines)
 
 
