@@ -33,7 +33,8 @@ def table(wd: Workdir, points: int = 8) -> str:
     r = rows[i]
     # strategy H: the diversity of strategy types the phase detector reads (strategy/entropy; logs written
     # before it existed have only the older semantic_entropy/planning, shown instead).
-    strategy = r.get("strategy/entropy", r.get("semantic_entropy/planning", float("nan")))
+    strategy = r.get("strategy/entropy", r.get("semantic_entropy/planning"))
+    strategy = float("nan") if strategy is None else strategy  # None: no strategy unit in the batch
     lines.append(f"  {r['step']:4d}   {r['accuracy']:9.3f}   {r['entropy/execution']:12.3f}   "
                  f"{r['entropy/planning']:11.3f}   {strategy:10.3f}")
   return "\n".join(lines)

@@ -168,6 +168,13 @@ def policy_loss(model_cfg, lcfg: LossConfig, temperature: float, max_len: int, p
   kl_term = lcfg.kl_coef * agg(losses.KL_ESTIMATORS.get(lcfg.kl_estimator)(logp, ref)) if lcfg.kl_coef > 0 \
       else 0.0
   loss = loss_pg + kl_term - lcfg.entropy_coef * agg(ent)
+  sums = _token_sums(logp, m, clipped, ref, mb, role_metrics)
+  return loss, {"loss/pg": loss_pg, "loss/total": loss, **sums}
+
+
+def _token_sums(logp, m, clipped, ref, mb, role_metrics: bool) -> dict:
+  """The per-minibatch sums both objectives report: tokens, clipped tokens, |log π − log π_old| (sum and
+  max), the KL estimators k1/k3 against `ref` (None: not logged), all and (role_metrics) per role."""
   sums = {
       "tokens": m.sum(),
       "clip": (clipped * m).sum(),
@@ -183,7 +190,7 @@ def policy_loss(model_cfg, lcfg: LossConfig, temperature: float, max_len: int, p
   for name, w in (token_stats.role_weights(m, mb["roles_BN"]).items() if role_metrics else ()):
     sums[f"tokens_{name}"] = w.sum()
     sums[f"clip_{name}"] = (clipped * w).sum()
-  return loss, {"loss/pg": loss_pg, "loss/total": loss, **sums}
+  return sums
 
 
 def verifree_loss(model_cfg, lcfg: LossConfig, temperature: float, max_len: int, params, mb,
@@ -201,23 +208,10 @@ def verifree_loss(model_cfg, lcfg: LossConfig, temperature: float, max_len: int,
   loss_reason = verifree.surrogate(logp, m, logp, am, mb["reason_w_B"], zero_w, max_len)
   loss = verifree.surrogate(logp, m, logp, am, mb["reason_w_B"], mb["answer_w_B"], max_len)
   answer_rows = (am.sum(axis=1) > 0).astype(jnp.float32)
-  sums = {
-      "tokens": m.sum(),
-      "clip": jnp.float32(0.0),
-      "logp_diff_sum": (jnp.abs(logp - mb["old_logp_BN"]) * m).sum(),
-      "logp_diff_max": jnp.max(jnp.abs(logp - mb["old_logp_BN"]) * m),
-      "answer_nll": -(jax.lax.stop_gradient(logp) * am).sum(),
-      "answer_rows": answer_rows.sum(),
-  }
-  if needs_reference(lcfg):  # kl/* metrics over z (verifree refuses the KL loss term)
-    k1, k3 = losses.k1(logp, mb["ref_logp_BN"]), losses.k3(logp, mb["ref_logp_BN"])
-    sums["k1"], sums["k3"] = (k1 * m).sum(), (k3 * m).sum()
-    if role_metrics:
-      sums.update(token_stats.role_sums("k1", k1, m, mb["roles_BN"]))
-      sums.update(token_stats.role_sums("k3", k3, m, mb["roles_BN"]))
-  for name, w in (token_stats.role_weights(m, mb["roles_BN"]).items() if role_metrics else ()):
-    sums[f"tokens_{name}"] = w.sum()
-    sums[f"clip_{name}"] = jnp.float32(0.0)
+  ref = mb["ref_logp_BN"] if needs_reference(lcfg) else None  # kl/* metrics over z (no KL loss term here)
+  sums = _token_sums(logp, m, jnp.zeros_like(m), ref, mb, role_metrics)  # no clip: clipped nowhere
+  sums["answer_nll"] = -(jax.lax.stop_gradient(logp) * am).sum()
+  sums["answer_rows"] = answer_rows.sum()
   return loss, {"loss/pg": loss_reason, "loss/answer": loss - loss_reason, "loss/total": loss, **sums}
 
 
