@@ -8,7 +8,8 @@ One process, one model, one batch (the default study's rollout shape: 16 prompts
     plain jitted chain of matmuls of the same [rows, d_model] x [d_model, d_ff] shape (rows = B * P for
     prefill, B for decode), timed in the same process;
   * the sampler now (rldyn.sampling.generate: segmented cache, one-query attention) and before
-    (`generate_before`, a frozen copy with the previous attention patched in while it traces) side by
+    (`generate_before`: the same function in one full-size segment, with the previous attention patched
+    in while it traces) side by
     side, alternating, with best and median times, tokens/s, compile time, whether their outputs are
     bit-identical for the same key, and over several keys how many tokens differ;
   * KV-cache decoding vs recomputing the full forward per token (greedy tokens compared);
@@ -60,60 +61,10 @@ def _attention_before():
 
 
 def generate_before(cfg: M.ModelConfig, scfg: S.SamplingConfig, params, prompt_BP, prompt_mask_BP, key):
-  """rldyn.sampling.generate before the segmented decode: one while loop over a P + N slot cache that
-  every step attends over in full, with the T-axis attention (a frozen copy, for side-by-side timing)."""
+  """rldyn.sampling.generate before the segmented decode: one segment (one while loop over a P + N slot
+  cache that every step attends over in full), traced with the previous T-axis attention."""
   with _attention_before():
-    b, p = prompt_BP.shape
-    n = scfg.max_new_tokens
-    slots = p + n
-    prompt_mask_BP = prompt_mask_BP.astype(bool)
-    prompt_len_B = prompt_mask_BP.sum(axis=1).astype(jnp.int32)
-    params = jax.tree.map(lambda x: x.astype(cfg.jnp_dtype), params)
-    apply = functools.partial(M.apply, cfg, params)
-    cache = M.KVCache.zeros(cfg, b, slots)
-    key_valid_BS = jnp.concatenate([prompt_mask_BP, jnp.zeros((b, n), bool)], axis=1)
-    causal_PS = jnp.arange(slots)[None, :] <= jnp.arange(p)[:, None]
-    mask_BPS = causal_PS[None] & key_valid_BS[:, None, :]
-    logits, cache = apply(prompt_BP, M.positions_from_mask(prompt_mask_BP), mask_BPS, cache, 0)
-    last_logits_BV = logits[:, -1]
-    out = dict(
-        tokens=jnp.full((b, n), scfg.pad_id, jnp.int32),
-        logp=jnp.zeros((b, n), jnp.float32),
-        entropy=jnp.zeros((b, n), jnp.float32),
-        mask=jnp.zeros((b, n), bool),
-    )
-    recent_BW = jnp.full((b, max((len(s) for s in scfg.stop_sequences), default=1) - 1), -1, jnp.int32)
-    done_B = jnp.zeros((b,), bool)
-    slot_S = jnp.arange(slots)
-    prompt_valid_BS = key_valid_BS
-
-    def cond(carry):
-      t, _, _, _, _, done = carry
-      return (t < n) & ~jnp.all(done)
-
-    def body(carry):
-      t, cache, logits_BV, out, recent, done = carry
-      tok, logp, ent = S._choose(logits_BV, jax.random.fold_in(key, t), scfg)  # pylint: disable=protected-access
-      live = ~done
-      tok = jnp.where(live, tok, scfg.pad_id)
-      out = dict(
-          tokens=out["tokens"].at[:, t].set(tok),
-          logp=out["logp"].at[:, t].set(jnp.where(live, logp, 0.0)),
-          entropy=out["entropy"].at[:, t].set(jnp.where(live, ent, 0.0)),
-          mask=out["mask"].at[:, t].set(live),
-      )
-      done = done | (live & S._stopped(recent, tok, scfg))  # pylint: disable=protected-access
-      if recent.shape[1]:
-        recent = jnp.concatenate([recent[:, 1:], tok[:, None]], axis=1)
-      key_valid_BS = prompt_valid_BS | ((slot_S >= p) & (slot_S <= p + t))[None]
-      logits, cache = apply(tok[:, None], (prompt_len_B + t)[:, None], key_valid_BS[:, None, :], cache, p + t)
-      return t + 1, cache, logits[:, 0], out, recent, done
-
-    carry = (jnp.int32(0), cache, last_logits_BV, out, recent_BW, done_B)
-    _, _, _, out, _, done = jax.lax.while_loop(cond, body, carry)
-    out["length"] = out["mask"].sum(axis=1).astype(jnp.int32)
-    out["truncated"] = ~done
-    return out
+    return S.generate(cfg, scfg, params, prompt_BP, prompt_mask_BP, key, decode_block=scfg.max_new_tokens)
 
 
 def recompute_decode(cfg, n, params, prompt_BP, key):
