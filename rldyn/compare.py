@@ -245,12 +245,33 @@ def final_passk(run: Run) -> tuple[dict[int, float], dict[int, float]]:
 
 
 def phase_verdict(run: Run) -> str:
-  if run.phases is None:
+  """One cell of the verdict table: arc or not, the boundary or best split with its interval and ΔBIC,
+  and, when there is no arc, which check failed (the signals' patterns in the detector's words)."""
+  ph = run.phases
+  if ph is None:
     return "not run"
-  if run.phases.get("detected"):
-    ci = run.phases.get("ci") or [None, None]
-    return f"boundary {run.phases.get('boundary_step')} [{ci[0]}, {ci[1]}]"
-  return "no two-phase arc"
+  dbic = ph.get("delta_bic")
+  evid = "" if dbic is None else f", ΔBIC {dbic:.1f}"
+  if ph.get("detected"):
+    ci = ph.get("ci") or [None, None]
+    overlap = ph.get("overlap_steps")
+    lap = f", phases overlap by {overlap:.0f} steps" if overlap else ""
+    return f"arc: boundary {ph.get('boundary_step')} [{ci[0]}, {ci[1]}]{evid}{lap}"
+  reason = str(ph.get("reason", ""))
+  cand, cci = ph.get("candidate_step"), ph.get("candidate_ci")
+  split = "" if cand is None else f"{cand:.0f}" + ("" if not cci else f" [{cci[0]:.0f}, {cci[1]:.0f}]")
+  if reason.startswith("A single smooth regime"):
+    return f"no arc: one smooth regime (best split {split}{evid}, unsupported)"
+  if "but it is not the arc:" in reason:
+    # "... but it is not the arc: S1 PATTERN (slope ...); S2 PATTERN (slope ...)." -> "S1 PATTERN; S2 PATTERN"
+    why = "; ".join(part.split(" (slope")[0].strip()
+                    for part in reason.split("but it is not the arc:", 1)[1].split(". ")[0].rstrip(".").split(";"))
+    return f"no arc: change at {split}{evid}, not the arc's shape ({why})"
+  if "order is reversed" in reason:
+    return f"no arc: change at {split}{evid}, planning rises first"
+  if "order is unclear" in reason:
+    return f"no arc: change at {split}{evid}, order unclear"
+  return "no arc: " + reason.split(".")[0]
 
 
 def curve(runs: Sequence[Run], key: str, evals: bool = False) -> dict[int, Estimate]:

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from rldyn import compare
@@ -96,7 +97,7 @@ def test_report_groups_seeds_and_aggregates(tmp_path):
   assert r["Δ pass@1"]["mean"] == pytest.approx((0.0 + 0.1 + 0.0) / 3)
   diff = res["differences"]["reward.name=random"]["Δ pass@1"]
   assert diff["mean"] == pytest.approx(0.1 / 3 - 0.3)
-  assert res["arms"]["reward.name=ground_truth"]["phases"] == ["boundary 5 [4, 6]"] * 3
+  assert res["arms"]["reward.name=ground_truth"]["phases"] == ["arc: boundary 5 [4, 6]"] * 3
 
   probs = {(os.path.basename(p["run"]), p["problem"].split(":")[0]) for p in res["problems"]}
   assert ("nope", "not a directory") in probs
@@ -128,3 +129,36 @@ def test_explicit_arms_and_cli(tmp_path):
   assert bad.returncode == 2 and "no readable run" in bad.stderr
   with pytest.raises(ValueError, match="NAME=DIR"):
     compare.parse_arm("justaname")
+
+
+def test_phase_verdict_cells_from_the_detector():
+  """The verdict table's cell says arc or not, where, with what evidence, and which check failed."""
+  from rldyn.phases.detect import detect
+  from rldyn.phases.synthetic import make_log
+
+  def cell(recs):
+    return compare.phase_verdict(compare.Run(path="x", config={}, metrics=[], evals=[], events=[],
+                                             phases=detect(recs).to_json(), passk=None, problems=[]))
+
+  arc = detect(make_log(300, shape="linear", seed=1)[0]).to_json()
+  assert arc["detected"]
+  got = cell(make_log(300, shape="linear", seed=1)[0])
+  assert got.startswith(f"arc: boundary {arc['boundary_step']} [{arc['ci'][0]}, {arc['ci'][1]}], ΔBIC ")
+  assert f"{arc['delta_bic']:.1f}" in got and arc["candidate_step"] == pytest.approx(arc["boundary_step"], abs=1)
+  # One regime with planning falling as execution does: no supported change.
+  noise = detect(make_log(300, shape="noise", seed=1)[0]).to_json()
+  assert not noise["detected"] and noise["delta_bic"] < 6
+  assert cell(make_log(300, shape="noise", seed=1)[0]).startswith("no arc: one smooth regime (best split ")
+  # A supported change whose planning signal does not rise after it: the failing pattern is named.
+  rng = np.random.default_rng(0)
+  fail = [(i, {"entropy/execution": 1.0 - 0.5 * min(i, 150) / 150 + 0.01 * rng.standard_normal(),
+               "strategy/entropy": 2.0 - i / 300 + 0.01 * rng.standard_normal()}) for i in range(300)]
+  res = detect(fail).to_json()
+  assert not res["detected"] and res["delta_bic"] > 6 and abs(res["candidate_step"] - 150) < 5
+  lo, hi = res["candidate_ci"]
+  assert cell(fail) == (f"no arc: change at {res['candidate_step']:.0f} [{lo:.0f}, {hi:.0f}], ΔBIC "
+                        f"{res['delta_bic']:.1f}, not the arc's shape (strategy/entropy falls after the boundary)")
+  # Not run, and a log too short to fit: no traceback, a plain reason.
+  assert compare.phase_verdict(compare.Run(path="x", config={}, metrics=[], evals=[], events=[],
+                                           phases=None, passk=None, problems=[])) == "not run"
+  assert cell(make_log(8, shape="linear", seed=1)[0]).startswith("no arc: ")

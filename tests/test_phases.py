@@ -105,7 +105,8 @@ def test_phases_json_schema_exact():
   for recs in (make_log(300, shape="linear", seed=1)[0], make_log(300, shape="noise", seed=1)[0],
                make_log(8, shape="linear", seed=1)[0], []):
     out = detect(recs).to_json()
-    assert set(out) == {"detected", "boundary_step", "ci", "confidence", "signals", "reason"}
+    assert set(out) == {"detected", "boundary_step", "ci", "confidence", "signals", "reason",
+                        "candidate_step", "candidate_ci", "delta_bic", "overlap_steps"}
     json.dumps(out, allow_nan=False)  # strict JSON: no NaN/inf anywhere
     assert isinstance(out["detected"], bool) and isinstance(out["reason"], str) and out["reason"]
     assert 0.0 <= out["confidence"] <= 1.0

@@ -46,7 +46,9 @@ def test_overlap_is_measured_and_reported():
   assert lo <= plan.recovery_step <= hi
   out = r.to_json()
   json.dumps(out, allow_nan=False)
-  assert set(out) == {"detected", "boundary_step", "ci", "confidence", "signals", "reason"}
+  assert set(out) == {"detected", "boundary_step", "ci", "confidence", "signals", "reason",
+                      "candidate_step", "candidate_ci", "delta_bic", "overlap_steps"}
+  assert out["overlap_steps"] == r.overlap_steps and out["overlap_steps"] > 0
   sig = out["signals"][_PLAN]
   for key in ("consolidation_end_step", "overlap_steps", "recovery_step", "recovery_ci"):
     assert sig[key] is not None, key

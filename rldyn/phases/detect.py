@@ -155,6 +155,10 @@ class SignalFit:
     return out
 
 
+def _finite_or_none(x: float | None) -> float | None:
+  return None if x is None or not math.isfinite(x) else float(x)
+
+
 @dataclasses.dataclass
 class PhaseResult:
   """What the detector concluded. `to_json()` is the phases.json contract."""
@@ -185,6 +189,14 @@ class PhaseResult:
         "confidence": float(round(self.confidence, 6)),
         "signals": {name: fit.to_json() for name, fit in self.signals.items()},
         "reason": self.reason,
+        # The best two-regime split and its evidence, also when no arc was detected (null when the
+        # log was too short or empty to fit): what a verdict table across runs reports.
+        "candidate_step": _finite_or_none(self.tau_candidate),
+        "candidate_ci": (None if self.ci_candidate is None
+                         or not all(map(math.isfinite, self.ci_candidate))
+                         else [float(self.ci_candidate[0]), float(self.ci_candidate[1])]),
+        "delta_bic": _finite_or_none(self.delta_bic),
+        "overlap_steps": _finite_or_none(self.overlap_steps),
     }
 
   def verdict(self) -> str:
