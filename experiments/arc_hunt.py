@@ -19,9 +19,11 @@ Variants (append `,smoke` for the CPU/CI size, e.g. `rare_long,smoke`):
   diverse    base pretrained on the default strategy mix (greedy 0.5, dfs 0.25, random 0.25); GRPO.
   single     base pretrained on one strategy (dfs only); GRPO.
   rare_long  base pretrained on mostly short greedy traces with 5 % full random-order searches, on
-             4-number problems (the edge of the small model's competence); GRPO. A 3 -> 5 numbers
-             curriculum is not built, and `rl.dynamic_sampling` drops only all-equal groups (not a
-             [0.1, 0.9] pass-rate band), so as shipped this arm tests the prior alone.
+             4-number problems (the edge of the small model's competence); GRPO with dynamic sampling
+             (groups whose rewards are all equal are dropped and refilled). With 8 responses per prompt
+             and 0/1 rewards that keeps exactly the prompts with pass rate 1/8 .. 7/8, i.e. the
+             [0.1, 0.9] band of the edge-of-competence recipe; a 3 -> 5 numbers curriculum is not built
+             (the problems stay at 4 numbers).
   passk      `diverse` with pass@k advantages (k = 4): rewards a group for its best response.
   entropy    `diverse` with entropy-advantage shaping A + min(α·H, |A|/κ).
   hicra      `diverse` with HICRA (A + α|A| on structural planning tokens, α = 0.2).
@@ -55,6 +57,7 @@ def get_config(arg: str = "diverse"):
       c.task.options.budget = 12
       c.sampling.max_new_tokens = 192
       c.pretrain.seq_len = 256
+      c.rl.dynamic_sampling = True  # = the [0.1, 0.9] pass-rate band at group size 8 (see above)
   elif variant == "passk":
     c.advantage.name = "passk"
     c.advantage.pass_k = 4
