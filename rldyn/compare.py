@@ -2,6 +2,7 @@
 
     python -m rldyn.compare RUN_A_SEED0 RUN_A_SEED1 RUN_B_SEED0 RUN_B_SEED1 --out=/tmp/report
     python -m rldyn.compare --arm=clip=DIR1,DIR2 --arm=noclip=DIR3,DIR4 --out=/tmp/report
+    python -m rldyn.compare DIR ... --out=/tmp/report --run_means=clip_frac   # + a whole-run mean column
 
 Runs are read through the workdir contract (`rldyn.workdir.Workdir`: config.json, metrics.jsonl,
 eval.jsonl, events.jsonl, phases.json, replay/passk.json). Positional runs are grouped into **arms** by
@@ -227,9 +228,11 @@ def base_and_final(run: Run, key: str) -> tuple[float, float]:
   return vals[0][1], vals[-1][1]
 
 
-def final_metric(run: Run, key: str, window: int = FINAL_METRIC_WINDOW) -> float:
+def final_metric(run: Run, key: str, window: int | None = FINAL_METRIC_WINDOW) -> float:
+  """The mean of `key` over the run's last `window` logged values (None: over all of them)."""
   vals = [_value(m, key) for m in run.metrics]
-  vals = [v for v in vals if math.isfinite(v)][-window:]
+  vals = [v for v in vals if math.isfinite(v)]
+  vals = vals[-window:] if window else vals
   return float(np.mean(vals)) if vals else math.nan
 
 
@@ -287,8 +290,9 @@ def curve(runs: Sequence[Run], key: str, evals: bool = False) -> dict[int, Estim
 
 # ---- the report ----------------------------------------------------------------------------------------
 
-def arm_summary(runs: Sequence[Run]) -> dict[str, Estimate]:
-  """The question table's row of an arm: each entry aggregated over its seeds."""
+def arm_summary(runs: Sequence[Run], run_means: Sequence[str] = ()) -> dict[str, Estimate]:
+  """The question table's row of an arm: each entry aggregated over its seeds. `run_means`: metrics keys
+  also reported as each seed's mean over all its logged steps (e.g. `clip_frac`, how often the clip acted)."""
   out = {}
   for key, label in (("eval/pass@1", "pass@1"), ("eval/accuracy", "greedy")):
     pairs = [base_and_final(r, key) for r in runs]
@@ -298,6 +302,8 @@ def arm_summary(runs: Sequence[Run]) -> dict[str, Estimate]:
   for key in ("accuracy", "entropy/execution", "entropy/planning", "strategy/entropy", "kl/k3",
               "response_len/mean"):
     out[f"final {key}"] = mean_ci([final_metric(r, key) for r in runs])
+  for key in run_means:
+    out[f"run mean {key}"] = mean_ci([final_metric(r, key, window=None) for r in runs])
   finals = [final_passk(r)[1] for r in runs]
   ks = sorted(set.intersection(*[set(f) for f in finals])) if finals and all(finals) else []
   if ks:
@@ -311,11 +317,11 @@ def per_seed(runs: Sequence[Run], what: str) -> list[float]:
 
 
 def build(arms: dict[str, list[Run]], out_dir: str, problems: Sequence[tuple[str, str]] = (),
-          plots: bool = True) -> dict:
+          plots: bool = True, run_means: Sequence[str] = ()) -> dict:
   """Writes OUT/report.md, compare.json and (plots=True) PNGs; returns the compare.json dict."""
   os.makedirs(out_dir, exist_ok=True)
   problems = list(problems) + [(r.path, p) for rs in arms.values() for r in rs for p in r.problems]
-  summaries = {name: arm_summary(rs) for name, rs in arms.items()}
+  summaries = {name: arm_summary(rs, run_means) for name, rs in arms.items()}
   names = list(arms)
   diffs = {}
   if len(names) > 1:
@@ -433,7 +439,8 @@ def _plots(arms: dict[str, list[Run]], out_dir: str) -> list[tuple[str, str]]:
   return written
 
 
-def compare(dirs: Sequence[str], out_dir: str, arm_specs: Sequence[str] = (), plots: bool = True) -> dict:
+def compare(dirs: Sequence[str], out_dir: str, arm_specs: Sequence[str] = (), plots: bool = True,
+            run_means: Sequence[str] = ()) -> dict:
   """Reads the runs, groups them (by config, or by `--arm NAME=DIR,DIR` specs) and writes the report."""
   problems: list[tuple[str, str]] = []
   if arm_specs:
@@ -453,7 +460,7 @@ def compare(dirs: Sequence[str], out_dir: str, arm_specs: Sequence[str] = (), pl
     problems += [(r.path, "left out: no config.json, so no arm (use --arm NAME=DIR)") for r in orphans]
   if not arms:
     raise ValueError("no readable run to compare: " + "; ".join(f"{p}: {m}" for p, m in problems))
-  return build(arms, out_dir, problems, plots)
+  return build(arms, out_dir, problems, plots, run_means)
 
 
 # ---- command line --------------------------------------------------------------------------------------
@@ -463,7 +470,9 @@ def _define_flags():
   out = flags.DEFINE_string("out", None, "Report directory (report.md, compare.json, *.png).", required=True)
   arm = flags.DEFINE_multi_string("arm", [], "An explicit arm, NAME=DIR,DIR (repeatable).")
   plot = flags.DEFINE_bool("plots", True, "Write PNG plots (matplotlib, Agg).")
-  return out, arm, plot
+  means = flags.DEFINE_list("run_means", [], "Metrics keys also reported as each seed's mean over the whole "
+                            "run (e.g. clip_frac), aggregated like the rest.")
+  return out, arm, plot, means
 
 
 def entry() -> None:
@@ -471,14 +480,14 @@ def entry() -> None:
   import sys  # pylint: disable=g-import-not-at-top
   from absl import app  # pylint: disable=g-import-not-at-top
   from rldyn import cli  # pylint: disable=g-import-not-at-top
-  out, arm, plot = _define_flags()
+  out, arm, plot, means = _define_flags()
 
   def main(argv):
     dirs = argv[1:]
     if not dirs and not arm.value:
       raise app.UsageError("give run directories (DIR ...) or --arm NAME=DIR,DIR")
     try:
-      result = compare(dirs, out.value, arm.value, plot.value)
+      result = compare(dirs, out.value, arm.value, plot.value, means.value)
     except ValueError as e:
       print(f"rldyn: error: {e}", file=sys.stderr, flush=True)
       sys.exit(2)

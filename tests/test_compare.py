@@ -114,16 +114,22 @@ def test_report_groups_seeds_and_aggregates(tmp_path):
 def test_explicit_arms_and_cli(tmp_path):
   root = str(tmp_path / "runs")
   a = _write_run(root, "a", 0, "random", {0: (0.0, 0.0), 5: (0.5, 0.5)}, [0.2])
-  b = _write_run(root, "b", 1, "random", {0: (0.0, 0.0), 5: (0.3, 0.5)}, [0.2])
+  b = _write_run(root, "b", 1, "random", {0: (0.0, 0.0), 5: (0.3, 0.5)}, [0.2] * 8)
   out = str(tmp_path / "rep")
   proc = subprocess.run([sys.executable, "-m", "rldyn.compare", f"--arm=first={a}", f"--arm=second={b}",
-                         f"--out={out}", "--noplots"], capture_output=True, text=True, timeout=120,
+                         f"--out={out}", "--noplots", "--run_means=kl/k3"], capture_output=True, text=True,
+                        timeout=120,
                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   assert proc.returncode == 0, proc.stderr
   assert "first: 1 run(s), Δ held-out pass@1 +0.500" in proc.stdout
   res = json.load(open(os.path.join(out, "compare.json")))
   assert res["arms"]["second"]["summary"]["Δ pass@1"]["mean"] == pytest.approx(0.3)
   assert res["arms"]["second"]["summary"]["Δ pass@1"]["lo"] is None  # one seed: no interval
+  # --run_means: the mean over all 8 logged steps (kl/k3 = 0.01 s), next to the last-5-steps "final" one
+  second = res["arms"]["second"]["summary"]
+  assert second["run mean kl/k3"]["mean"] == pytest.approx(0.035)
+  assert second["final kl/k3"]["mean"] == pytest.approx(0.05)
+  assert "run mean kl/k3" in open(os.path.join(out, "report.md")).read()
   bad = subprocess.run([sys.executable, "-m", "rldyn.compare", str(tmp_path / "none"), f"--out={out}"],
                        capture_output=True, text=True, timeout=120)
   assert bad.returncode == 2 and "no readable run" in bad.stderr
