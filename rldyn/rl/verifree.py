@@ -34,11 +34,9 @@ from collections.abc import Sequence
 import jax.numpy as jnp
 import numpy as np
 
+from rldyn import tasks as tasks_lib
 from rldyn.rl import advantages as adv_lib
 
-# The answer marker of each task that has one (a word of its response language); the answer follows it and
-# the task's end token closes the response. Other tasks (textmath: free-form text) cannot run VeriFree.
-MARKERS = {"arithmetic": "answer", "countdown": "answer"}
 ANSWER_BUCKET = 16  # the appended answer (+ end token) is padded to a multiple of this: few compiled widths
 
 
@@ -96,9 +94,9 @@ def check_config(cfg) -> None:
           "loss.name": (cfg.loss.name, "vanilla"),  # no clip (at ratio 1 vanilla IS the reasoning term)
           "loss.aggregation": (cfg.loss.aggregation, "seq-mean-token-sum-norm"),  # Dr. GRPO's ÷ L_max
           "loss.kl_coef": (cfg.loss.kl_coef, 0.0), "loss.entropy_coef": (cfg.loss.entropy_coef, 0.0)}
-  if cfg.task.name not in MARKERS:
+  if marker_word(cfg.task.name) is None:
     raise ValueError(f"loss.objective=verifree splits responses at the task's answer marker and task "
-                     f"{cfg.task.name!r} has none; valid tasks: {', '.join(sorted(MARKERS))}")
+                     f"{cfg.task.name!r} has none; valid tasks: {', '.join(marked_tasks())}")
   if cfg.rl.group_size < 2:
     raise ValueError(f"loss.objective=verifree needs rl.group_size >= 2 (RLOO baseline), got "
                      f"{cfg.rl.group_size}")
@@ -109,11 +107,22 @@ def check_config(cfg) -> None:
                      "KL or entropy term (docs/objectives.md)")
 
 
+def marked_tasks() -> list[str]:
+  """The registered tasks whose responses state their answer after a marker word (`Task.answer_marker`)."""
+  return sorted(n for n, cls in tasks_lib.TASKS.items() if cls.answer_marker)
+
+
+def marker_word(task_name: str) -> str | None:
+  """The task's answer marker (`Task.answer_marker`), None for free-form tasks and unknown names."""
+  cls = tasks_lib.TASKS.get(task_name)
+  return None if cls is None else cls.answer_marker
+
+
 def marker_ids(task) -> list[int]:
   """The task's answer marker as token ids (ValueError naming the valid tasks if it has none)."""
-  if task.name not in MARKERS:
-    raise ValueError(f"task {task.name!r} has no answer marker; valid: {', '.join(sorted(MARKERS))}")
-  return task.tokenizer.encode(MARKERS[task.name])
+  if not task.answer_marker:
+    raise ValueError(f"task {task.name!r} has no answer marker; valid: {', '.join(marked_tasks())}")
+  return task.tokenizer.encode(task.answer_marker)
 
 
 def answer_ids(task, problem) -> list[int]:
@@ -122,9 +131,9 @@ def answer_ids(task, problem) -> list[int]:
   if not problem.answer:
     raise ValueError(f"VeriFree needs each training problem's reference answer; {problem.uid} has none")
   marker = marker_ids(task)
-  full = task.tokenizer.encode(f"{MARKERS[task.name]} {problem.answer}")
+  full = task.tokenizer.encode(f"{task.answer_marker} {problem.answer}")
   if full[:len(marker)] != marker:
-    raise ValueError(f"{task.name}: the marker {MARKERS[task.name]!r} does not tokenise apart from the "
+    raise ValueError(f"{task.name}: the marker {task.answer_marker!r} does not tokenise apart from the "
                      f"answer {problem.answer!r}")
   return full[len(marker):] + [task.tokenizer.eos_id]
 

@@ -92,6 +92,7 @@ class ArithmeticTask(base.Task):
   name = "arithmetic"
   config_cls = ArithmeticConfig
   problem_keys = ("num_ops", "max_operand", "max_value", "ops")
+  answer_marker = "answer"
 
   def __init__(self, config: ArithmeticConfig | None = None, **kwargs):
     super().__init__(config, **kwargs)

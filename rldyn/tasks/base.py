@@ -68,6 +68,9 @@ class Task(abc.ABC):
   # Words whose token judges a move just made (countdown: `goal`, `no`); pretraining may weight their
   # loss (pretrain.decision_weight).
   decision_words: ClassVar[tuple[str, ...]] = ()
+  # The word after which a response states its final answer (then the end token), or None when answers
+  # are free-form text: VeriFree cuts responses there (rl/verifree.py).
+  answer_marker: ClassVar[str | None] = None
 
   def __init__(self, config: Any = None,
                tokenizer: tokenizer_lib.Tokenizer = tokenizer_lib.TOKENIZER):

@@ -139,6 +139,7 @@ class CountdownTask(base.Task):
   config_cls = CountdownConfig
   problem_keys = ("num_count", "max_number", "max_target")
   decision_words = ("goal", "no")  # after a final move: did it reach the target?
+  answer_marker = "answer"
 
   def __init__(self, config: CountdownConfig | None = None, **kwargs):
     super().__init__(config, **kwargs)
