@@ -59,11 +59,14 @@ class Estimate:
   n: int
 
   def fmt(self, digits: int = 3) -> str:
+    """`mean [lo, hi]` with `digits` decimals; a mean too small to show that way (0 < |mean| < 10^-digits,
+    e.g. a clip fraction of 4e-4) in `digits` significant figures instead."""
     if self.n == 0:
       return "—"
+    spec = f".{digits}g" if 0 < abs(self.mean) < 10.0 ** -digits else f".{digits}f"
     if self.n < 2:
-      return f"{self.mean:.{digits}f} (n=1)"
-    return f"{self.mean:.{digits}f} [{self.lo:.{digits}f}, {self.hi:.{digits}f}]"
+      return f"{self.mean:{spec}} (n=1)"
+    return f"{self.mean:{spec}} [{self.lo:{spec}}, {self.hi:{spec}}]"
 
   def to_json(self) -> dict:
     f = lambda x: None if not math.isfinite(x) else x  # noqa: E731
@@ -258,7 +261,8 @@ def phase_verdict(run: Run) -> str:
   if ph.get("detected"):
     ci = ph.get("ci") or [None, None]
     overlap = ph.get("overlap_steps")
-    lap = f", phases overlap by {overlap:.0f} steps" if overlap else ""
+    lap = ("" if not overlap else f", phases overlap by {overlap:.0f} steps" if overlap > 0
+           else f", a gap of {-overlap:.0f} steps between the phases")
     return f"arc: boundary {ph.get('boundary_step')} [{ci[0]}, {ci[1]}]{evid}{lap}"
   reason = str(ph.get("reason", ""))
   cand, cci = ph.get("candidate_step"), ph.get("candidate_ci")

@@ -60,6 +60,9 @@ def test_t_interval_hand_numbers():
   one = compare.mean_ci([0.5, float("nan"), None])
   assert one.n == 1 and one.mean == 0.5 and math.isnan(one.lo)
   assert compare.mean_ci([]).n == 0
+  # A small mean (a clip fraction) keeps 3 significant figures instead of printing as 0.000.
+  assert compare.Estimate(4.2e-4, 1.1e-4, 7.3e-4, 3).fmt() == "0.00042 [0.00011, 0.00073]"
+  assert compare.Estimate(0.25, 0.2, 0.3, 3).fmt() == "0.250 [0.200, 0.300]"
   # Welch with equal variances and sizes: df = 2(n-1) = 4; se = sqrt(2 s^2 / n).
   d = compare.welch_diff([1.0, 2.0, 3.0], [0.0, 1.0, 2.0])
   half = 2.7764451051977987 * math.sqrt(2 * 1.0 / 3)
