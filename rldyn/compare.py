@@ -371,9 +371,14 @@ def _markdown(arms, summaries, diffs, problems, images) -> str:
       sig = ", ".join(w for w, e in d.items() if e.n >= 2 and (e.lo > 0 or e.hi < 0)) or "neither"
       lines.append(f"| {n} | {d['Δ pass@1'].fmt()} | {d['Δ greedy'].fmt()} | {sig} |")
     lines.append("")
-  lines += ["## Phase verdicts (phases.json)", "", "| arm | run | verdict |", "|---|---|---|"]
+  lines += ["## Phase verdicts (phases.json), run by run", "",
+            "| arm | run | steps | Δ pass@1 | Δ greedy | verdict |", "|---|---|---|---|---|---|"]
   for n, rs in arms.items():
-    lines += [f"| {n} | `{os.path.basename(r.path)}` | {phase_verdict(r)} |" for r in rs]
+    for r in rs:
+      deltas = [f - b for b, f in (base_and_final(r, k) for k in ("eval/pass@1", "eval/accuracy"))]
+      shown = " | ".join(f"{d:+.3f}" if math.isfinite(d) else "—" for d in deltas)
+      steps = max((int(m["step"]) + 1 for m in r.metrics if "step" in m), default=0)
+      lines.append(f"| {n} | `{os.path.basename(r.path)}` | {steps} | {shown} | {phase_verdict(r)} |")
   lines.append("")
   if images:
     lines += ["## Plots", ""] + [f"![{t}]({os.path.basename(p)})" for t, p in images] + [""]

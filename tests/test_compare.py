@@ -110,6 +110,8 @@ def test_report_groups_seeds_and_aggregates(tmp_path):
   md = open(os.path.join(out, "report.md")).read()
   assert f"0.300 [{0.3 - half:.3f}, {0.3 + half:.3f}]" in md
   assert "Student-t" in md and "## Problems" in md
+  # the verdict table, run by run: logged steps, each seed's own held-out changes, the verdict
+  assert "| reward.name=ground_truth | `gt0` | 3 | +0.200 | +0.100 | arc: boundary 5 [4, 6] |" in md
   for png in ("heldout", "train", "entropy", "kl", "length", "passk"):
     assert os.path.getsize(os.path.join(out, f"{png}.png")) > 1000
 
