@@ -270,9 +270,9 @@ def phase_verdict(run: Run) -> str:
   if reason.startswith("A single smooth regime"):
     return f"no arc: one smooth regime (best split {split}{evid}, unsupported)"
   if "but it is not the arc:" in reason:
-    # "... but it is not the arc: S1 PATTERN (slope ...); S2 PATTERN (slope ...)." -> "S1 PATTERN; S2 PATTERN"
-    why = "; ".join(part.split(" (slope")[0].strip()
-                    for part in reason.split("but it is not the arc:", 1)[1].split(". ")[0].rstrip(".").split(";"))
+    # "... not the arc: S1 PATTERN (slope ...); S2 PATTERN (slope ...). Note: ..." -> "S1 PATTERN; S2 PATTERN"
+    failed = reason.split("but it is not the arc:", 1)[1].split(". ")[0].rstrip(".")
+    why = "; ".join(part.split(" (slope")[0].strip() for part in failed.split(";"))
     return f"no arc: change at {split}{evid}, not the arc's shape ({why})"
   if "order is reversed" in reason:
     return f"no arc: change at {split}{evid}, planning rises first"

@@ -155,7 +155,8 @@ def test_phase_verdict_cells_from_the_detector():
   assert arc["detected"]
   got = cell(make_log(300, shape="linear", seed=1)[0])
   assert got.startswith(f"arc: boundary {arc['boundary_step']} [{arc['ci'][0]}, {arc['ci'][1]}], ΔBIC ")
-  assert f"{arc['delta_bic']:.1f}" in got and arc["candidate_step"] == pytest.approx(arc["boundary_step"], abs=1)
+  assert f"{arc['delta_bic']:.1f}" in got
+  assert arc["candidate_step"] == pytest.approx(arc["boundary_step"], abs=1)
   # One regime with planning falling as execution does: no supported change.
   noise = detect(make_log(300, shape="noise", seed=1)[0]).to_json()
   assert not noise["detected"] and noise["delta_bic"] < 6
@@ -168,7 +169,8 @@ def test_phase_verdict_cells_from_the_detector():
   assert not res["detected"] and res["delta_bic"] > 6 and abs(res["candidate_step"] - 150) < 5
   lo, hi = res["candidate_ci"]
   assert cell(fail) == (f"no arc: change at {res['candidate_step']:.0f} [{lo:.0f}, {hi:.0f}], ΔBIC "
-                        f"{res['delta_bic']:.1f}, not the arc's shape (strategy/entropy falls after the boundary)")
+                        f"{res['delta_bic']:.1f}, not the arc's shape "
+                        "(strategy/entropy falls after the boundary)")
   # Not run, and a log too short to fit: no traceback, a plain reason.
   assert compare.phase_verdict(compare.Run(path="x", config={}, metrics=[], evals=[], events=[],
                                            phases=None, passk=None, problems=[])) == "not run"

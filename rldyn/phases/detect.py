@@ -155,10 +155,6 @@ class SignalFit:
     return out
 
 
-def _finite_or_none(x: float | None) -> float | None:
-  return None if x is None or not math.isfinite(x) else float(x)
-
-
 @dataclasses.dataclass
 class PhaseResult:
   """What the detector concluded. `to_json()` is the phases.json contract."""
