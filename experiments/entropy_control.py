@@ -16,7 +16,7 @@ Arms (docs/objectives.md has each formula):
   passk      the analytical pass@k advantage, k = 4 (Chen et al. 2025)
 All use 4 updates per batch. lr 1e-4 (the default study's) at full size: with 4 updates per batch, 1e-3
 collapses plain ground-truth GRPO on the echo-target base (measured with experiments/spurious.py, the same
-optimizer setup); at 1e-4 the clip binds on ~0.1 % of tokens. The smoke variant keeps lr 1e-3: at 1e-4
+optimizer setup); at 1e-4 the clip binds on 0.02–0.05 % of tokens. The smoke variant keeps lr 1e-3: at 1e-4
 its tiny model's `clip_frac` is 0 on every step and the clip arms would equal grpo. Append `,smoke` for
 the CPU/CI size.
 

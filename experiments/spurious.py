@@ -18,9 +18,10 @@ update toward likely tokens). `accuracy` is always the verifier's, whatever the 
 Size: 60 RL steps, held-out evaluation at 0, 30 and 60, lr 1e-4 (the default study's) with 4 updates per
 batch. A larger rate does not work with the echo-target base: at lr 1e-3 the ground-truth arm itself
 collapses to training accuracy 0.00 by step 20, at 3e-4 it peaks at step 5 and falls to held-out greedy
-0.35 by step 30 (base 0.445) — so no arm would measure a reward. At 1e-4 the clip binds on ~0.1 % of
-tokens per step (`clip_frac` 0.0008-0.0011 on seed 0's first steps), so clip and noclip differ, weakly:
-that is the regime this model trains in. The smoke variant keeps lr 1e-3 (its tiny model is stable there
+0.35 by step 30 (base 0.445) — so no arm would measure a reward. At 1e-4 the clip binds on 0.02-0.05 %
+of tokens (run means of `clip_frac` over 3 seeds; up to 0.3 % on single steps), so clip and noclip
+differ, weakly: that is the regime this model trains in. Results (6 arms x 3 seeds): README, "What the
+studies say at this scale". The smoke variant keeps lr 1e-3 (its tiny model is stable there
 and the clip would not bind at all at 1e-4).
 
 Variant: `REWARD[,clip|noclip][,u1|u4][,smoke]`, REWARD one of ground_truth, random, incorrect, format,
