@@ -264,21 +264,18 @@ def phase_verdict(run: Run) -> str:
     lap = ("" if not overlap else f", phases overlap by {overlap:.0f} steps" if overlap > 0
            else f", a gap of {-overlap:.0f} steps between the phases")
     return f"arc: boundary {ph.get('boundary_step')} [{ci[0]}, {ci[1]}]{evid}{lap}"
-  reason = str(ph.get("reason", ""))
   cand, cci = ph.get("candidate_step"), ph.get("candidate_ci")
   split = "" if cand is None else f"{cand:.0f}" + ("" if not cci else f" [{cci[0]:.0f}, {cci[1]:.0f}]")
-  if reason.startswith("A single smooth regime"):
+  outcome = ph.get("outcome")  # the detector's decision (phases.json written before it: the reason only)
+  if outcome == "no_change":
     return f"no arc: one smooth regime (best split {split}{evid}, unsupported)"
-  if "but it is not the arc:" in reason:
-    # "... not the arc: S1 PATTERN (slope ...); S2 PATTERN (slope ...). Note: ..." -> "S1 PATTERN; S2 PATTERN"
-    failed = reason.split("but it is not the arc:", 1)[1].split(". ")[0].rstrip(".")
-    why = "; ".join(part.split(" (slope")[0].strip() for part in failed.split(";"))
-    return f"no arc: change at {split}{evid}, not the arc's shape ({why})"
-  if "order is reversed" in reason:
+  if outcome == "wrong_shape":
+    return f"no arc: change at {split}{evid}, not the arc's shape ({'; '.join(ph.get('failed_checks', []))})"
+  if outcome == "reversed":
     return f"no arc: change at {split}{evid}, planning rises first"
-  if "order is unclear" in reason:
+  if outcome == "unclear":
     return f"no arc: change at {split}{evid}, order unclear"
-  return "no arc: " + reason.split(".")[0]
+  return "no arc: " + str(ph.get("reason", "")).split(". ")[0].rstrip(".")
 
 
 def curve(runs: Sequence[Run], key: str, evals: bool = False) -> dict[int, Estimate]:

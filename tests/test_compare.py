@@ -159,7 +159,7 @@ def test_phase_verdict_cells_from_the_detector():
   assert arc["candidate_step"] == pytest.approx(arc["boundary_step"], abs=1)
   # One regime with planning falling as execution does: no supported change.
   noise = detect(make_log(300, shape="noise", seed=1)[0]).to_json()
-  assert not noise["detected"] and noise["delta_bic"] < 6
+  assert not noise["detected"] and noise["delta_bic"] < 6 and noise["outcome"] == "no_change"
   assert cell(make_log(300, shape="noise", seed=1)[0]).startswith("no arc: one smooth regime (best split ")
   # A supported change whose planning signal does not rise after it: the failing pattern is named.
   rng = np.random.default_rng(0)
@@ -167,6 +167,8 @@ def test_phase_verdict_cells_from_the_detector():
                "strategy/entropy": 2.0 - i / 300 + 0.01 * rng.standard_normal()}) for i in range(300)]
   res = detect(fail).to_json()
   assert not res["detected"] and res["delta_bic"] > 6 and abs(res["candidate_step"] - 150) < 5
+  assert res["outcome"] == "wrong_shape"
+  assert res["failed_checks"] == ["strategy/entropy falls after the boundary"]
   lo, hi = res["candidate_ci"]
   assert cell(fail) == (f"no arc: change at {res['candidate_step']:.0f} [{lo:.0f}, {hi:.0f}], ΔBIC "
                         f"{res['delta_bic']:.1f}, not the arc's shape "

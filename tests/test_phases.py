@@ -106,7 +106,8 @@ def test_phases_json_schema_exact():
                make_log(8, shape="linear", seed=1)[0], []):
     out = detect(recs).to_json()
     assert set(out) == {"detected", "boundary_step", "ci", "confidence", "signals", "reason",
-                        "candidate_step", "candidate_ci", "delta_bic", "overlap_steps"}
+                        "candidate_step", "candidate_ci", "delta_bic", "overlap_steps", "outcome",
+                        "failed_checks"}
     json.dumps(out, allow_nan=False)  # strict JSON: no NaN/inf anywhere
     assert isinstance(out["detected"], bool) and isinstance(out["reason"], str) and out["reason"]
     assert 0.0 <= out["confidence"] <= 1.0
@@ -148,7 +149,7 @@ def test_change_in_wrong_direction_is_not_the_arc():
   r = fit_phases({_EXEC: (x, rises_then_flat), _PLAN: (x, falls_after)})
   assert r.delta_bic > PhaseConfig().bic_threshold  # a change is real...
   assert not r.detected and r.confidence == 0.0      # ...but it is not the arc
-  assert "not the arc" in r.reason
+  assert "not the arc" in r.reason and r.outcome == "wrong_shape" and r.failed_checks
 
 
 @pytest.mark.parametrize("exec_end,plan_start,detected,phrase", [
@@ -162,6 +163,7 @@ def test_order_of_the_two_halves(exec_end, plan_start, detected, phrase):
   p = np.maximum(x - plan_start, 0) / (600 - plan_start) + 0.1 * rng.standard_normal(600)
   r = fit_phases({_EXEC: (x, e), _PLAN: (x, p)})
   assert r.detected == detected and phrase in r.reason
+  assert r.outcome == ("arc" if detected else "reversed")
   assert abs(r.signals[_EXEC].boundary_alone - exec_end) <= 25
   assert abs(r.signals[_PLAN].boundary_alone - plan_start) <= 25
 

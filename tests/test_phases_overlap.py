@@ -47,8 +47,10 @@ def test_overlap_is_measured_and_reported():
   out = r.to_json()
   json.dumps(out, allow_nan=False)
   assert set(out) == {"detected", "boundary_step", "ci", "confidence", "signals", "reason",
-                      "candidate_step", "candidate_ci", "delta_bic", "overlap_steps"}
+                      "candidate_step", "candidate_ci", "delta_bic", "overlap_steps", "outcome",
+                      "failed_checks"}
   assert out["overlap_steps"] == r.overlap_steps and out["overlap_steps"] > 0
+  assert out["outcome"] == "arc" and out["failed_checks"] == []
   sig = out["signals"][_PLAN]
   for key in ("consolidation_end_step", "overlap_steps", "recovery_step", "recovery_ci"):
     assert sig[key] is not None, key
@@ -66,7 +68,7 @@ def test_a_planning_rise_that_comes_first_is_still_no():
        + 0.1 * rng.standard_normal(600))
   r = fit_phases({_EXEC: (x, e), _PLAN: (x, p)})
   assert not r.detected and r.confidence == 0.0
-  assert "order is reversed" in r.reason
+  assert "order is reversed" in r.reason and r.outcome == "reversed"
   plan = r.signals[_PLAN]
   assert plan.recovery_ci[1] < 380 and plan.overlap_steps > 200
 

@@ -176,6 +176,11 @@ class PhaseResult:
   overlap: bool = False                    # planning turned up clearly before consolidation ended
   overlap_steps: float | None = None       # end of consolidation - planning's turn-up, in steps
   turn_up: tuple[float, float, float] | None = None  # planning's own boundary, lo, hi (if overlap)
+  # Which decision the reason words, for tables across runs: "arc", "no_change" (one smooth regime does as
+  # well), "wrong_shape" (a supported change, signals not in the arc's pattern), "reversed" (planning rises
+  # first), "unclear" (neither order nor overlap), or "not_fitted" (too little data, or the fit failed).
+  outcome: str = "not_fitted"
+  failed_checks: tuple[str, ...] = ()    # wrong_shape: "SIGNAL PATTERN" of each signal of a failing role
 
   def to_json(self) -> dict[str, Any]:
     return {
@@ -193,6 +198,8 @@ class PhaseResult:
                          else [float(self.ci_candidate[0]), float(self.ci_candidate[1])]),
         "delta_bic": _finite_or_none(self.delta_bic),
         "overlap_steps": _finite_or_none(self.overlap_steps),
+        "outcome": self.outcome,
+        "failed_checks": list(self.failed_checks),
     }
 
   def verdict(self) -> str:
@@ -713,6 +720,7 @@ def _decide(result: PhaseResult, fits: dict[str, SignalFit], fit_names: list[str
     ones = "; ".join(f"{n}: {fits[n].one_regime['shape']}" for n in fit_names)
     result.confidence = (_sigmoid((result.delta_bic - config.bic_threshold) / 2)
                          if pattern_ok else 0.0)
+    result.outcome = "no_change"
     result.reason = (f"A single smooth regime explains the data as well ({ones}); {evid}. "
                      f"The best two-regime split would be at step {round(tau_s)}, without "
                      "support." + note)
@@ -720,6 +728,8 @@ def _decide(result: PhaseResult, fits: dict[str, SignalFit], fit_names: list[str
   if not pattern_ok:
     failing = [r for r, ok in checks.items() if not ok]
     result.confidence = 0.0
+    result.outcome = "wrong_shape"
+    result.failed_checks = tuple(f"{f.name} {f.pattern}" for r in failing for f in by_role[r])
     result.reason = (f"A change at {where} is supported ({evid}), but it is not the arc: "
                      + "; ".join(describe(r) for r in failing) + "." + note)
     return
@@ -727,6 +737,7 @@ def _decide(result: PhaseResult, fits: dict[str, SignalFit], fit_names: list[str
   if (turn_up is None and exe and plan
       and max(f.ci_alone[1] for f in plan) < min(f.ci_alone[0] for f in exe)):
     result.confidence = 0.0
+    result.outcome = "reversed"
     result.reason = (
         f"A change at {where} is supported ({evid}), but the order is reversed: planning "
         f"starts rising (alone: step {', '.join(f'{f.boundary_alone:.0f}' for f in plan)}) "
@@ -740,6 +751,7 @@ def _decide(result: PhaseResult, fits: dict[str, SignalFit], fit_names: list[str
     rec_hi = [f.recovery_ci[1] if f.recovery_ci else None for f in plan]
     if all(r is not None and r < lo for r in rec_hi):
       result.confidence = 0.0
+      result.outcome = "reversed"
       result.reason = (
           f"A change is supported ({evid}), but the order is reversed: planning starts "
           f"rising at step {round(turn_up[0])} (interval {math.floor(turn_up[1])}-"
@@ -757,6 +769,7 @@ def _decide(result: PhaseResult, fits: dict[str, SignalFit], fit_names: list[str
              "and is back above its earlier level by step "
              + ", ".join(f"{f.recovery_step:.0f}" for f in plan if f.recovery_step is not None)
              + ", before the consolidation interval starts")
+      result.outcome = "unclear"
       result.reason = (
           f"A change is supported ({evid}), but the order is unclear: planning turns up at "
           f"step {round(turn_up[0])} (interval {math.floor(turn_up[1])}-"
@@ -764,6 +777,7 @@ def _decide(result: PhaseResult, fits: dict[str, SignalFit], fit_names: list[str
           "neither one phase after the other nor a clear overlap." + note)
       return
   result.detected = True
+  result.outcome = "arc"
   result.confidence = _sigmoid((result.delta_bic - config.bic_threshold) / 2)
   result.boundary_step = int(round(tau_s))
   result.ci = (lo_i, hi_i)
