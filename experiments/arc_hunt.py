@@ -19,11 +19,11 @@ Variants (append `,smoke` for the CPU/CI size, e.g. `rare_long,smoke`):
   diverse    base pretrained on the default strategy mix (greedy 0.5, dfs 0.25, random 0.25); GRPO.
   single     base pretrained on one strategy (dfs only); GRPO.
   rare_long  base pretrained on mostly short greedy traces with 5 % full random-order searches, on
-             4-number problems (the edge of the small model's competence); GRPO with dynamic sampling
-             (groups whose rewards are all equal are dropped and refilled). With 8 responses per prompt
-             and 0/1 rewards that keeps exactly the prompts with pass rate 1/8 .. 7/8, i.e. the
-             [0.1, 0.9] band of the edge-of-competence recipe; a 3 -> 5 numbers curriculum is not built
-             (the problems stay at 4 numbers).
+             4-number problems with 30 % 3-number ones; GRPO on an edge-of-competence curriculum:
+             3 numbers for the first 200 steps, 4 to step 400, then 5 (`rl.curriculum`; the held-out
+             evaluation stays on 4 numbers), with dynamic sampling (groups whose rewards are all equal
+             are dropped and refilled). With 8 responses per prompt and 0/1 rewards that keeps exactly
+             the prompts with pass rate 1/8 .. 7/8, i.e. the [0.1, 0.9] band of the recipe.
   passk      `diverse` with pass@k advantages (k = 4): rewards a group for its best response.
   entropy    `diverse` with entropy-advantage shaping A + min(α·H, |A|/κ).
   hicra      `diverse` with HICRA (A + α|A| on structural planning tokens, α = 0.2).
@@ -52,12 +52,18 @@ def get_config(arg: str = "diverse"):
     _mix(c, dfs=1.0)
   elif variant == "rare_long":
     _mix(c, greedy=0.95, random=0.05)
-    if not smoke:
+    c.rl.dynamic_sampling = True  # = the [0.1, 0.9] pass-rate band at group size 8 (see above)
+    if smoke:  # the smoke world has 2 numbers: 2 -> 3 over its 3 steps
+      c.rl.curriculum = "num_count=2@0,3@2"
+    else:
       c.task.options.num_count = 4
       c.task.options.budget = 12
-      c.sampling.max_new_tokens = 192
+      c.pretrain.easy_fraction = 0.3  # the base knows the curriculum's first stage too
+      c.pretrain.easy_options.num_count = 3
+      c.rl.curriculum = "num_count=3@0,4@200,5@400"
+      c.sampling.max_new_tokens = 256  # 12 tries over 5 numbers run to ~200 tokens
+      c.model.max_seq_len = 288
       c.pretrain.seq_len = 256
-      c.rl.dynamic_sampling = True  # = the [0.1, 0.9] pass-rate band at group size 8 (see above)
   elif variant == "passk":
     c.advantage.name = "passk"
     c.advantage.pass_k = 4

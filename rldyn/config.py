@@ -129,6 +129,8 @@ class RLConfig:
   ref_reset_patience: int = 0  # reset when eval/pass@1 has not improved by ref_reset_delta for this many evals (0 = off)
   ref_reset_delta: float = 0.0  # the improvement that counts for ref_reset_patience
   micro_batches: int = 1  # gradient-accumulation micro-batches per minibatch (same update, less memory)
+  curriculum: str = ""  # KEY=V@STEP,V@STEP,...: from STEP on, RL problems come from the task with option KEY=V
+  #   (e.g. num_count=3@0,4@200,5@400; the first stage starts at 0). "" = off. Held-out evals keep task.options
   optim: OptimConfig = OptimConfig(lr=1e-4, warmup_steps=0, decay="constant", weight_decay=0.0,
                                    b2=0.999)  # AdamW, constant lr
 
@@ -138,6 +140,40 @@ class RLConfig:
         raise ConfigError(f"rl.{k} must be positive, got {getattr(self, k)}")
     if self.refill_rounds < 0 or self.ref_reset_every < 0 or self.ref_reset_patience < 0:
       raise ConfigError("rl.refill_rounds, rl.ref_reset_every and rl.ref_reset_patience must be >= 0")
+    parse_curriculum(self.curriculum)
+
+
+def _option_value(text: str) -> Any:
+  """A task option's value from its text: int, float, true/false, else the string itself."""
+  for convert in (int, float):
+    try:
+      return convert(text)
+    except ValueError:
+      pass
+  return {"true": True, "false": False}.get(text.lower(), text)
+
+
+def parse_curriculum(spec: str) -> tuple[str, tuple[tuple[int, Any], ...]] | None:
+  """rl.curriculum "KEY=V@STEP,V@STEP,..." -> (KEY, ((STEP, V), ...)) with steps rising from 0; "" -> None."""
+  if not spec:
+    return None
+  form = "rl.curriculum takes KEY=VALUE@STEP,VALUE@STEP,... (e.g. num_count=3@0,4@200,5@400)"
+  key, sep, rest = spec.partition("=")
+  if not sep or not key.strip() or not rest:
+    raise ConfigError(f"{form}; got {spec!r}")
+  stages = []
+  for part in rest.split(","):
+    value, at, step = part.strip().rpartition("@")
+    if not at or not value:
+      raise ConfigError(f"{form}; stage {part!r} has no VALUE@STEP")
+    try:
+      stages.append((int(step), _option_value(value.strip())))
+    except ValueError:
+      raise ConfigError(f"{form}; stage {part!r}: STEP must be an integer") from None
+  steps = [s for s, _ in stages]
+  if steps[0] != 0 or any(b <= a for a, b in zip(steps, steps[1:])):
+    raise ConfigError(f"rl.curriculum stages must start at step 0 and rise strictly; got steps {steps}")
+  return key.strip(), tuple(stages)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -238,10 +274,13 @@ class CheckpointConfig:
 class EvalConfig:
   every: int = 50  # RL steps between held-out evaluations (and at step 0)
   samples: int = 4  # sampled completions per problem for eval/pass@1
+  temperature: float = 0.0  # temperature of eval/pass@1's samples (0 = sampling.temperature, the rollouts')
 
   def __post_init__(self):
     _positive("eval.every", self.every)
     _positive("eval.samples", self.samples)
+    if not self.temperature >= 0:
+      raise ConfigError(f"eval.temperature must be >= 0 (0 = sampling.temperature), got {self.temperature}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -61,9 +61,15 @@ def _mean_correct(task: Task, rows: Sequence[Problem], index: list[int], texts: 
 
 
 def evaluate(model_cfg: model_lib.ModelConfig, scfg: sampling.SamplingConfig, params, task: Task,
-             problems: Sequence[Problem], key: jax.Array, samples: int) -> dict[str, float]:
-  """{'eval/accuracy': greedy accuracy, 'eval/pass@1': mean sampled correctness} on `problems`."""
+             problems: Sequence[Problem], key: jax.Array, samples: int,
+             temperature: float = 0.0) -> dict[str, float]:
+  """{'eval/accuracy': greedy accuracy, 'eval/pass@1': mean sampled correctness} on `problems`.
+
+  Samples at `temperature` (0 = scfg's own), so a run whose rollouts sample cooler still reports pass@1
+  of the same distribution as its base's (config `eval.temperature`)."""
   greedy = dataclasses.replace(scfg, greedy=True)
+  if temperature:
+    scfg = dataclasses.replace(scfg, temperature=temperature)
   index, texts, _ = generate_texts(model_cfg, greedy, params, task, problems, key)
   acc = _mean_correct(task, list(problems), index, texts)
   index, texts, _ = generate_texts(model_cfg, scfg, params, task, problems, jax.random.fold_in(key, 1),

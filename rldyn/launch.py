@@ -82,6 +82,7 @@ def validate(cfg: Config, num_devices: int) -> None:
   if cfg.pretrain.seq_len > cfg.model.max_seq_len:
     raise ConfigError(f"pretrain.seq_len={cfg.pretrain.seq_len} exceeds model.max_seq_len="
                       f"{cfg.model.max_seq_len}")
+  check_curriculum(cfg)
   rewards_lib.REWARDS.get(cfg.reward.name)
   if cfg.reward.name == "incorrect_label" and cfg.task.name not in rewards_lib.LABELLED_TASKS:
     raise ConfigError(f"reward.name=incorrect_label needs a task with a wrong-label definition; valid tasks: "
@@ -252,6 +253,24 @@ def check_base(cfg: Config, source: Workdir) -> None:
   if info.get("task") != cfg.task.name:
     raise ConfigError(f"the base model in {source.base_dir} was trained on task {info.get('task')!r}, "
                       f"this config's task is {cfg.task.name!r}")
+
+
+def check_curriculum(cfg: Config) -> None:
+  """rl.curriculum names an option of the task's config and every stage builds a valid task."""
+  parsed = config_lib.parse_curriculum(cfg.rl.curriculum)
+  if parsed is None:
+    return
+  key, stages = parsed
+  valid = sorted(TASKS[cfg.task.name].config_cls.__dataclass_fields__)
+  if key not in valid:
+    raise ConfigError(f"rl.curriculum: {key!r} is not an option of task {cfg.task.name}; valid: "
+                      f"{', '.join(valid)}")
+  for start, value in stages:
+    try:
+      make_task(cfg.task.name, **{**cfg.task.kwargs, key: value})
+    except (ValueError, TypeError) as e:
+      raise ConfigError(f"rl.curriculum: {key}={value!r} (from step {start}) does not make a valid "
+                        f"{cfg.task.name} task: {e}") from e
 
 
 def check_workdir(cfg: Config, wd: Workdir) -> bool:

@@ -188,7 +188,7 @@ def run(cfg: Config, wd: Workdir, task: Task, mesh) -> dict:
         ckpt.save(step + 1, {"params": params, "opt_state": opt_state}, {"step": step + 1})
       if pc.eval_every and (step + 1) % pc.eval_every == 0 and step + 1 < pc.steps:
         ev = evaluation.evaluate(cfg.model, cfg.sampling, params, task, problems,
-                                 jax.random.fold_in(key, 1), pc.eval_samples)
+                                 jax.random.fold_in(key, 1), pc.eval_samples, cfg.eval.temperature)
         log.write_eval(step + 1, ev)
       if pc.time_budget_s and time.time() - t0 > pc.time_budget_s:
         logging.info("pretrain time budget reached at step %d", step + 1)
@@ -200,7 +200,7 @@ def run(cfg: Config, wd: Workdir, task: Task, mesh) -> dict:
   train_s = time.time() - t0
   ckpt.close()
   ev = evaluation.evaluate(cfg.model, cfg.sampling, params, task, problems, jax.random.fold_in(key, 1),
-                           pc.eval_samples)
+                           pc.eval_samples, cfg.eval.temperature)
   info = {"model": dataclasses.asdict(cfg.model), "task": cfg.task.name, "steps": done,
           "train_s": train_s, **ev}
   wd.write_base(params, info)

@@ -112,6 +112,7 @@ def test_missing_and_unknown_keys_are_rejected_with_the_valid_ones():
     ("eval", "every", 0, "eval.every must be positive"),
     ("log", "every", 0, "log.every must be positive"),
     ("eval", "samples", 0, "eval.samples must be positive"),
+    ("eval", "temperature", -1.0, "eval.temperature must be >= 0"),
     ("reward", "random_p", 2.0, r"in \[0, 1\]"),
     ("advantage", "eps", -1.0, "advantage.eps must be >= 0"),
     ("loss", "kl_coef", -1.0, "loss.kl_coef and loss.entropy_coef must be >= 0"),

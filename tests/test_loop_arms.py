@@ -245,3 +245,19 @@ def test_arms_on_two_processes_equal_one(smoke_base, tmp_path):
                      for s in read_jsonl(os.path.join(d, "samples", "samples.jsonl"))]
   assert texts(two) == texts(one)
   assert [e["step"] for e in _events(two, "ref_reset")] == [2]
+
+
+# ---- rl.curriculum --------------------------------------------------------------------------------------
+
+def test_curriculum_run_logs_its_stage_and_samples_from_it(smoke_base, tmp_path):
+  """Steps 0-1 on 2-number problems, step 2 on 3-number ones (refills too: dynamic sampling on); the held-out
+  evaluation stays in task.options' world."""
+  d = str(tmp_path)
+  launch.run(smoke_config(smoke_base, rl__curriculum="num_count=2@0,3@2", rl__dynamic_sampling=True,
+                          rl__refill_rounds=1, log__samples=32), d)
+  assert [r["curriculum/stage"] for r in _lines(d)] == [0.0, 0.0, 1.0]
+  samples = read_jsonl(os.path.join(d, "samples", "samples.jsonl"))
+  numbers = {}
+  for s in samples:
+    numbers.setdefault(s["step"], set()).add(s["prompt"].count(",") + 1)
+  assert numbers[0] == {2} and numbers[2] == {3}

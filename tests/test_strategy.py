@@ -339,6 +339,7 @@ def test_arc_hunt_variants_build_and_validate():
   assert seen["single"].task.kwargs["strategy_mix"] == {"dfs": 1.0, "greedy": 0.0, "random": 0.0}
   assert seen["rare_long"].task.kwargs["strategy_mix"]["random"] == 0.05
   assert seen["rare_long"].task.kwargs["num_count"] == 4 and seen["rare_long,smoke"].task.kwargs["num_count"] == 2
+  assert seen["rare_long"].rl.curriculum == "num_count=3@0,4@200,5@400" and seen["rare_long"].rl.dynamic_sampling
   assert (seen["passk"].advantage.name, seen["entropy"].advantage.transform) == ("passk", "entropy")
   assert seen["placebo"].roles.tagger == "placebo" and seen["hicra"].advantage.transform == "hicra"
   assert seen["diverse,smoke"].rl.steps < seen["diverse"].rl.steps

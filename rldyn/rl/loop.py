@@ -147,7 +147,8 @@ def restore(ckpt: ckpt_lib.Checkpointer, state: RunState) -> tuple[RunState, boo
 
 def evaluate(cfg: Config, task: Task, problems, params, key: jax.Array, step: int) -> dict:
   return evaluation.evaluate(cfg.model, cfg.sampling, params, task, problems,
-                             jax.random.fold_in(jax.random.fold_in(key, EVAL_PURPOSE), step), cfg.eval.samples)
+                             jax.random.fold_in(jax.random.fold_in(key, EVAL_PURPOSE), step), cfg.eval.samples,
+                             cfg.eval.temperature)
 
 
 def check_faults(cfg: Config, out: emit.Emitter, step: int, metrics: dict) -> None:
@@ -265,6 +266,9 @@ def rl_step(ctx: Context, state: RunState, pending: tuple | None, step: int
             "time_s": t_end - ctx.t_start}
   check_faults(cfg, out, step, metrics)
   out.decoded(step, everyone)
+  stage = rollout_lib.curriculum_stage(cfg, step)
+  if stage is not None:
+    sample_host = {**sample_host, "curriculum/stage": float(stage[0])}
   host = {**role_host, **rollout_lib.rollout_stats(everyone), **penalty_host, **sample_host,
           "perf/rollout_tok_s": (float(everyone.length_B.sum()) if sampled_tokens is None else sampled_tokens)
           / max(ro.sample_s - c_roll, 1e-9), **ev}
@@ -409,7 +413,8 @@ def sample_batch(ctx: Context, state: RunState, step: int
     if done:
       break
     rng = credit.refill_stream(cfg.seed, step, len(rounds))
-    rounds.append(rollout_lib.gather(roll(len(rounds), [ctx.task.sample_problem(rng)
+    world = rollout_lib.task_at(cfg, ctx.task, step)
+    rounds.append(rollout_lib.gather(roll(len(rounds), [world.sample_problem(rng)
                                                         for _ in range(n_groups)]))[0])
   full = rollout_lib.select_groups(rounds, selection, cfg.sampling.pad_id)
   # sampling time: the whole refill loop but its scoring (so the compile time it includes can come off)

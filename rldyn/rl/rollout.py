@@ -1,6 +1,7 @@
 """Rollout: sample the step's groups with the current policy and score them -> a `Rollout` record.
 
-Step t draws `rl.prompts_per_step` training problems from the seeded stream position (seed, t), repeats
+Step t draws `rl.prompts_per_step` training problems from the seeded stream position (seed, t) (with
+`rl.curriculum`, from the task in the world of the stage step t is in: `task_at`), repeats
 each `rl.group_size` times (rows are group-major: row b answers problem b // G), samples one response per
 row with the KV-cache sampler, decodes the responses, and scores them: `correct` from the task's verifier
 (always), `rewards` from the configured reward (which may ignore correctness, as spurious-reward arms do).
@@ -17,6 +18,8 @@ process needs for the step's statistics and logged samples.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
 import time
 from collections.abc import Callable
 
@@ -25,7 +28,9 @@ import numpy as np
 
 from rldyn import data
 from rldyn import parallel
+from rldyn import tasks as tasks_lib
 from rldyn.config import Config
+from rldyn.config import parse_curriculum
 from rldyn.evaluation import decode_rows
 from rldyn.rl import rewards as rewards_lib
 from rldyn.tasks.base import Problem, Task
@@ -63,10 +68,36 @@ class Rollout:
     return [self.tokens_BN[i, :n].tolist() for i, n in enumerate(self.length_B)]
 
 
+def curriculum_stage(cfg: Config, step: int) -> tuple[int, str, object] | None:
+  """(stage index, option key, its value) of `rl.curriculum` at RL step `step`; None without a curriculum."""
+  parsed = parse_curriculum(cfg.rl.curriculum)
+  if parsed is None:
+    return None
+  key, stages = parsed
+  i = max(k for k, (start, _) in enumerate(stages) if start <= step)
+  return i, key, stages[i][1]
+
+
+@functools.lru_cache(maxsize=16)
+def _task_in_world(name: str, options_json: str) -> Task:
+  return tasks_lib.make_task(name, **json.loads(options_json))
+
+
+def task_at(cfg: Config, task: Task, step: int) -> Task:
+  """The task RL step `step` draws its problems from: `task` itself, or with `rl.curriculum` the same task
+  with the stage's option value (verification, roles and the tokenizer do not depend on it)."""
+  stage = curriculum_stage(cfg, step)
+  if stage is None:
+    return task
+  _, key, value = stage
+  return _task_in_world(cfg.task.name, json.dumps({**cfg.task.kwargs, key: value}, sort_keys=True))
+
+
 def step_problems(cfg: Config, task: Task, step: int) -> list[Problem]:
   """The training problems of RL step `step` (a pure function of seed and step)."""
   rng = np.random.default_rng([cfg.seed, ROLLOUT_PURPOSE, step])
-  return [task.sample_problem(rng) for _ in range(cfg.rl.prompts_per_step)]
+  world = task_at(cfg, task, step)
+  return [world.sample_problem(rng) for _ in range(cfg.rl.prompts_per_step)]
 
 
 def truncate(task: Task, tokens_BN: np.ndarray, mask_BN: np.ndarray, length_B: np.ndarray,
