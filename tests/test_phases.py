@@ -378,3 +378,21 @@ def test_planning_signal_is_strategy_entropy_with_a_fallback_for_old_logs():
   for s, m in recs:
     online.update(s, m)
   assert online.last_result is not None and _PLAN in online.last_result.signals
+
+
+def test_true_role_execution_signal_replaces_the_taggers():
+  """A placebo run logs entropy/* on its random mask and truth/entropy/execution on the true roles: the
+  detector reads the latter in place of both tagger execution signals and says so."""
+  recs, tau = make_log(500, shape="linear", noise=0.05, tau_frac=0.4, seed=3)
+  plain = detect(recs)
+  rng = np.random.default_rng(0)
+  masked = [(t, {**r, "truth/entropy/execution": r["entropy/execution"],
+                 "entropy/execution": 0.5 + 0.01 * rng.standard_normal(),  # a chance-level mask: flat
+                 "ppl/execution_rel": 1.0 + 0.01 * rng.standard_normal()}) for t, r in recs]
+  r = detect(masked)
+  assert r.detected and r.boundary_step == plain.boundary_step
+  assert "entropy/execution" not in r.signals and "ppl/execution_rel" not in r.signals
+  note = r.signals["truth/entropy/execution"].note
+  assert "in place of entropy/execution and ppl/execution_rel" in note
+  assert not detect([(t, {k: v for k, v in m.items() if k != "truth/entropy/execution"})
+                     for t, m in masked]).detected

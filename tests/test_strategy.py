@@ -345,3 +345,36 @@ def test_arc_hunt_variants_build_and_validate():
   assert seen["diverse,smoke"].rl.steps < seen["diverse"].rl.steps
   with pytest.raises(ValueError, match="valid: one of"):
     arc.get_config("bogus")
+
+
+def test_role_stats_of_a_placebo_run_keep_the_true_role_entropies():
+  """truth/entropy/<role>: the sampler's entropies averaged over the task's structural roles, by hand;
+  only for taggers that are not the truth."""
+  import types  # pylint: disable=g-import-not-at-top
+  from rldyn import config as config_lib  # pylint: disable=g-import-not-at-top
+  from rldyn.rl import credit  # pylint: disable=g-import-not-at-top
+  from rldyn.tasks import EXECUTION, PLANNING  # pylint: disable=g-import-not-at-top
+  task = make_task("countdown")
+  rng = np.random.default_rng(5)
+  texts = [task.reference_trace(task.sample_problem(rng), rng) for _ in range(4)]
+  ids = [task.tokenizer.encode(t) for t in texts]
+  n = max(len(x) for x in ids) + 3
+  ent = rng.random((4, n)).astype(np.float32)
+  ro = types.SimpleNamespace(ids=ids, texts=texts, entropy_BN=ent, correct_B=np.ones(4, bool), group_size=4)
+  truth = [task.token_roles(x) for x in ids]
+  want = {r: np.mean(np.concatenate([ent[i, :len(x)][truth[i] == r] for i, x in enumerate(ids)]))
+          for r in (PLANNING, EXECUTION)}
+  for tagger_name in ("placebo", "structural"):
+    c = config_lib.default()
+    c.roles.tagger = tagger_name
+    cfg = config_lib.load(c, task.tokenizer.vocab_size, 0, (2,))
+    tagger = roles_lib.make_tagger(tagger_name, task, placebo_of="structural")
+    roles_BN = np.zeros((4, n), np.int32)
+    for i, r in enumerate(tagger(ids, texts, 0)):
+      roles_BN[i, :len(r)] = r
+    out = credit.role_stats(cfg, task, tagger, ro, roles_BN)
+    if tagger_name == "structural":
+      assert not [k for k in out if k.startswith("truth/")]
+    else:
+      assert math.isclose(out["truth/entropy/planning"], want[PLANNING], rel_tol=1e-6)
+      assert math.isclose(out["truth/entropy/execution"], want[EXECUTION], rel_tol=1e-6)

@@ -30,10 +30,14 @@ class SignalSpec:
   `context` is fitted at tau for the report only. `fallback` names metrics
   read instead, in order, when the log has no usable `name` (logs written
   before `name` existed); the fit is then reported under the name read.
+  `replaced_by` names better measurements of the same quantity: when the log
+  has a usable one, it is read instead of `name` (and a signal whose
+  replacement another signal already reads is dropped).
   """
   name: str
   role: str
   fallback: tuple[str, ...] = ()
+  replaced_by: tuple[str, ...] = ()
 
   def __post_init__(self):
     if self.role not in model.ROLES:
@@ -42,10 +46,13 @@ class SignalSpec:
 
 # The planning signal is the per-prompt strategy entropy (rldyn/metrics/strategy.py), which does not
 # move with batch size or response length; logs without it fall back to the pooled
-# `semantic_entropy/planning` (docs/phases.md, "The signals").
+# `semantic_entropy/planning` (docs/phases.md, "The signals"). A run whose role tagger is not the task's
+# ground truth (a placebo mask, the lexicon on countdown) measures entropy/* and ppl/* on its tagger's
+# mask; it also logs `truth/entropy/execution` on the true roles, which then replaces both.
+TRUE_EXECUTION = "truth/entropy/execution"
 DEFAULT_SIGNALS = (
-    SignalSpec("entropy/execution", EXECUTION),
-    SignalSpec("ppl/execution_rel", EXECUTION),
+    SignalSpec("entropy/execution", EXECUTION, replaced_by=(TRUE_EXECUTION,)),
+    SignalSpec("ppl/execution_rel", EXECUTION, replaced_by=(TRUE_EXECUTION,)),
     SignalSpec("strategy/entropy", PLANNING, fallback=("semantic_entropy/planning",)),
     SignalSpec("accuracy", CONTEXT),
 )
@@ -102,7 +109,7 @@ class PhaseConfig:
     """Every metric the detector reads: each signal's name, then its fallbacks."""
     out = []
     for s in self.signals:
-      out += [n for n in (s.name, *s.fallback) if n not in out]
+      out += [n for n in (s.name, *s.fallback, *s.replaced_by) if n not in out]
     return out
 
 
@@ -323,12 +330,20 @@ def _usable(series: Series, name: str) -> bool:
   return bool(np.isfinite(vals).any())
 
 
-def _resolve_fallbacks(series: Series, config: PhaseConfig) -> tuple[PhaseConfig, dict[str, str]]:
-  """The config with each signal the series lacks replaced by its first usable fallback, and
-  {name read: signal it stands in for}."""
+def _resolve_fallbacks(series: Series, config: PhaseConfig
+                       ) -> tuple[PhaseConfig, dict[str, str], dict[str, str]]:
+  """The config with each signal replaced by its first usable `replaced_by` (dropped when another
+  signal already reads that one) or, when the series lacks it, by its first usable fallback; and
+  {name read: signal it stands in for} of each kind."""
   taken = {s.name for s in config.signals}
-  specs, used = [], {}
+  specs, used, better = [], {}, {}
   for spec in config.signals:
+    alt = next((r for r in spec.replaced_by if _usable(series, r)), None)
+    if alt is not None:
+      if all(s.name != alt for s in specs):
+        specs.append(SignalSpec(alt, spec.role))
+      better.setdefault(alt, []).append(spec.name)
+      continue
     if spec.fallback and not _usable(series, spec.name):
       alt = next((f for f in spec.fallback if f not in taken and _usable(series, f)), None)
       if alt is not None:
@@ -336,7 +351,8 @@ def _resolve_fallbacks(series: Series, config: PhaseConfig) -> tuple[PhaseConfig
         used[alt] = spec.name
         continue
     specs.append(spec)
-  return dataclasses.replace(config, signals=tuple(specs)), used
+  return (dataclasses.replace(config, signals=tuple(specs)), used,
+          {alt: " and ".join(names) for alt, names in better.items()})
 
 
 def fit_phases(series: Series, config: PhaseConfig = PhaseConfig()) -> PhaseResult:
@@ -353,12 +369,16 @@ def fit_phases(series: Series, config: PhaseConfig = PhaseConfig()) -> PhaseResu
   Returns:
     A PhaseResult; never raises on bad or short data (it says why instead).
   """
-  config, used = _resolve_fallbacks(series, config)
+  config, used, better = _resolve_fallbacks(series, config)
   result = _fit_phases(series, config)
   for alt, name in used.items():
     fit = result.signals[alt]
     fit.note = (fit.note + "; " if fit.note else "") + (
         f"read in place of {name}, which the log does not have (a log from before it existed)")
+  for alt, names in better.items():
+    fit = result.signals[alt]
+    fit.note = (fit.note + "; " if fit.note else "") + (
+        f"read in place of {names} (measured on the run's role tagger, not the true roles)")
   return result
 
 

@@ -19,7 +19,7 @@ from rldyn.metrics import strategy as strategy_lib
 from rldyn.rl import advantages as adv_lib
 from rldyn.rl import losses
 from rldyn.rl.rollout import Rollout
-from rldyn.tasks.base import PLANNING, Task
+from rldyn.tasks.base import EXECUTION, PLANNING, Task
 
 
 def group_advantages(cfg: Config, ro: Rollout) -> np.ndarray:
@@ -40,7 +40,8 @@ def tag_roles(tagger, ro: Rollout, step: int) -> np.ndarray:
 
 def role_stats(cfg: Config, task: Task, tagger, ro: Rollout, roles_BN: np.ndarray) -> dict[str, float]:
   """Semantic entropy of planning, strategy diversity (strategy/*); with a non-structural tagger on a task
-  with ground-truth roles, its precision/recall vs the truth."""
+  with ground-truth roles, its precision/recall vs the truth and the token entropy by *true* role
+  (truth/entropy/*, from the sampler's entropies: the run's entropy/* follow its tagger's mask)."""
   ids = ro.ids
   out = {}
   if cfg.roles.tagger != "structural" and task.has_role_truth:  # the tagger vs the ground truth
@@ -49,6 +50,10 @@ def role_stats(cfg: Config, task: Task, tagger, ro: Rollout, roles_BN: np.ndarra
     tp = float(((pred == PLANNING) & (truth == PLANNING)).sum())
     out["roles/precision"] = tp / max(float((pred == PLANNING).sum()), 1.0)
     out["roles/recall"] = tp / max(float((truth == PLANNING).sum()), 1.0)
+    ent = np.concatenate([ro.entropy_BN[i, :len(x)] for i, x in enumerate(ids)] or [np.zeros(0)])
+    for role, name in ((PLANNING, "planning"), (EXECUTION, "execution")):
+      sel = truth == role
+      out[f"truth/entropy/{name}"] = float(ent[sel].mean()) if sel.any() else float("nan")
   if hasattr(tagger, "group_uses"):  # strategic-gram groups (lexicon tagger)
     uses = tagger.group_uses(ro.texts)
   else:  # the task's planning units stand in for gram groups
