@@ -6,9 +6,14 @@ WORKDIR ?= runs/demo
 
 .PHONY: install test demo bench clean
 
-$(VENV)/.installed: setup.py
+# What the demo needs (the core and matplotlib for phases.png); the test suite's extras go on top of it.
+$(VENV)/.installed-core: setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[report]'
+	touch $@
+
+$(VENV)/.installed: $(VENV)/.installed-core
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
@@ -17,7 +22,7 @@ install: $(VENV)/.installed
 test: install
 	$(PY) -m pytest -q tests
 
-demo: install
+demo: $(VENV)/.installed-core
 	$(PY) -m rldyn.demo --workdir=$(WORKDIR)
 
 bench: install
