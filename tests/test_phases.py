@@ -396,3 +396,25 @@ def test_true_role_execution_signal_replaces_the_taggers():
   assert "in place of entropy/execution and ppl/execution_rel" in note
   assert not detect([(t, {k: v for k, v in m.items() if k != "truth/entropy/execution"})
                      for t, m in masked]).detected
+
+
+def test_cli_until_step_and_a_placebo_log(tmp_path):
+  """`--until_step` judges a run as of that step; a log with truth/entropy/execution goes through the CLI
+  (the reader and the report index the replaced signals correctly)."""
+  recs, tau = make_log(400, shape="linear", noise=0.05, tau_frac=0.5, seed=3)
+  rng = np.random.default_rng(1)
+  path = tmp_path / "metrics.jsonl"
+  with open(path, "w") as f:
+    for t, r in recs:
+      f.write(json.dumps({"step": t, **r, "truth/entropy/execution": r["entropy/execution"],
+                          "entropy/execution": 0.5 + 0.01 * rng.standard_normal()}) + "\n")
+  full = _run_module("-m", "rldyn.phases", "--workdir", str(tmp_path), "--noplot")
+  assert full.returncode == 0, full.stderr
+  out = json.loads((tmp_path / "phases.json").read_text())
+  assert out["detected"] and "truth/entropy/execution" in out["signals"]
+  early = _run_module("-m", "rldyn.phases", "--workdir", str(tmp_path), "--noplot", "--until_step", str(int(tau) - 20),
+                      "--out_dir", str(tmp_path / "early"))
+  assert early.returncode == 0, early.stderr
+  cut = json.loads((tmp_path / "early" / "phases.json").read_text())
+  n_cut, n_full = (d["signals"]["truth/entropy/execution"]["n"] for d in (cut, out))
+  assert not cut["detected"] and n_cut <= int(tau) - 19 < n_full  # steps 0 .. tau - 20 only

@@ -6,6 +6,7 @@
     python -m rldyn.phases --metrics=verl_console.log --out_dir=/tmp/p --keys=...
     python -m rldyn.phases --metrics=tensorboard_log/run1 --out_dir=/tmp/p --keys=...
     python -m rldyn.phases --metrics=checkpoint-500/trainer_state.json --out_dir=/tmp/p --keys=...
+    python -m rldyn.phases --workdir=/tmp/rldyn/two_phase --until_step=200 --out_dir=/tmp/p200
 
 Reads WORKDIR/metrics.jsonl (or --metrics: JSONL, CSV/TSV, verl console log,
 TensorBoard event files, TRL trainer_state.json; see rldyn/phases/io.py), writes
@@ -37,6 +38,9 @@ _KEYS = flags.DEFINE_string(
 _PLOT = flags.DEFINE_bool("plot", True, "Write phases.png.")
 _WITH_ACCURACY = flags.DEFINE_bool(
     "with_accuracy", False, "Fit accuracy jointly (it must not fall in phase 1).")
+_UNTIL_STEP = flags.DEFINE_integer(
+    "until_step", None, "Judge the run as of this step: later records are ignored (runs of different "
+    "lengths compared at a common step; write to another --out_dir to keep the full run's verdict).")
 _BIC_THRESHOLD = flags.DEFINE_float(
     "bic_threshold", None, "dBIC needed to call two regimes (default: the library's).")
 
@@ -63,7 +67,7 @@ def main(argv: Sequence[str]) -> None:
     raise app.UsageError(str(e)) from None
   try:
     result, _ = analyse(path, out_dir, keys=keys, config=config, plot=_PLOT.value,
-                        format=_FORMAT.value)
+                        format=_FORMAT.value, until_step=_UNTIL_STEP.value)
   except OSError as e:
     raise SystemExit(f"rldyn.phases: {e.strerror or e} ({e.filename or path})") from None
   print(result.verdict())

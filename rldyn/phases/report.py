@@ -16,8 +16,8 @@ def write_json_atomic(path: str, obj: object) -> None:
 
 
 def analyse(metrics_path: str, out_dir: str, *, keys: Mapping[str, str] | None = None,
-            config: PhaseConfig = PhaseConfig(), plot: bool = True, format: str = "auto"  # pylint: disable=redefined-builtin
-            ) -> tuple[PhaseResult, io.MetricsLog]:
+            config: PhaseConfig = PhaseConfig(), plot: bool = True, format: str = "auto",  # pylint: disable=redefined-builtin
+            until_step: int | None = None) -> tuple[PhaseResult, io.MetricsLog]:
   """Reads a metrics log, detects, writes out_dir/phases.json (and phases.png).
 
   Args:
@@ -27,15 +27,18 @@ def analyse(metrics_path: str, out_dir: str, *, keys: Mapping[str, str] | None =
     config: detector settings.
     plot: also write phases.png (needs matplotlib).
     format: one of io.FORMATS ("auto" sniffs the file).
+    until_step: judge the run as of this step (later records are ignored), e.g. to compare runs of
+      different lengths at a common step.
 
   Returns:
     The result and the log as read.
   """
   log = io.read_metrics(metrics_path, keys=keys, names=config.read_names(),
                         format=format)
-  result = detect(log.records, config)
+  records = log.records if until_step is None else [r for r in log.records if r[0] <= until_step]
+  result = detect(records, config)
   wanted = [s.name for s in config.signals if s.role in FIT_ROLES]
-  if all(result.signals[n].n == 0 for n in wanted) and log.fields:
+  if all(f.n == 0 for f in result.signals.values() if f.role in FIT_ROLES) and log.fields:
     shown = ", ".join(log.fields[:30]) + (", ..." if len(log.fields) > 30 else "")
     result.reason += (f" The log's numeric fields are: {shown}. Name the phase signals with "
                       f"--keys, e.g. --keys={wanted[0]}=<field>.")
