@@ -95,3 +95,22 @@ def test_recovery_times_by_hand():
       <= 0.4 + 1e-2
   # A dip it never climbs out of within the run.
   assert np.isinf(model.recovery_times(tau_G, kappa_G, np.array([[0.0, -1.0, 0.1]]), 0.0, 1.0)[0])
+
+
+def test_a_rise_that_ends_below_the_earlier_level_is_not_the_arc_yet():
+  """Execution consolidates; planning dips, turns up after, but ends below where it started."""
+  x = np.arange(400.0)
+  rng = np.random.default_rng(2)
+  e = np.maximum(200 - x, 0) / 200 + 0.03 * rng.standard_normal(400)
+  p = np.where(x < 200, -x / 200, -1.0 + 0.5 * (x - 200) / 200) + 0.03 * rng.standard_normal(400)
+  r = fit_phases({_EXEC: (x, e), _PLAN: (x, p)})
+  assert not r.detected and r.outcome == "wrong_shape" and r.confidence == 0.0
+  assert r.failed_checks == (f"{_PLAN} is not back above its earlier level",)
+  assert "not back above its earlier level by the end of the log" in r.reason
+  assert r.signals[_PLAN].recovery_step is None
+  # The same rise continued until it is back above its start: the arc.
+  x2 = np.arange(800.0)
+  e2 = np.maximum(200 - x2, 0) / 200 + 0.03 * rng.standard_normal(800)
+  p2 = np.where(x2 < 200, -x2 / 200, -1.0 + 0.5 * (x2 - 200) / 200) + 0.03 * rng.standard_normal(800)
+  r2 = fit_phases({_EXEC: (x2, e2), _PLAN: (x2, p2)})
+  assert r2.detected and r2.outcome == "arc" and r2.signals[_PLAN].recovery_step is not None

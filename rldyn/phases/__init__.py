@@ -71,7 +71,9 @@ starts, the planning rise comes first: the order is reversed and the answer is
 no; in between (no significant dip, or an early recovery) the answer is no with
 "the order is unclear". If this two-boundary model says no but the shared-tau
 model shows the arc (and the per-signal intervals are not in reversed order),
-the shared answer stands. When the overlap is detected, `boundary_step` is the
+the shared answer stands. In either model, a planning signal that dipped and is
+not back above its earlier level by the end of the log has not shown the arc's
+second half (yet): no, outcome `wrong_shape`. When the overlap is detected, `boundary_step` is the
 end of consolidation and the overlap is reported: per planning signal,
 `consolidation_end_step`, `overlap_steps` (end of consolidation minus the
 signal's own turn-up; > 0 overlap, < 0 gap), `recovery_step` and

@@ -796,6 +796,19 @@ def _decide(result: PhaseResult, fits: dict[str, SignalFit], fit_names: list[str
           f"{math.ceil(turn_up[2])}), before execution stops falling at {where}, {why}; "
           "neither one phase after the other nor a clear overlap." + note)
       return
+  # The arc's second half is planning diversity rising *above its earlier level*: a planning signal that
+  # dipped and is not back above where it started by the end of the log has not shown it (yet).
+  not_back = [f for f in plan if f.recovery_ci is not None and f.recovery_step is None]
+  if not_back:
+    result.confidence = 0.0
+    result.outcome = "wrong_shape"
+    result.failed_checks = tuple(f"{f.name} is not back above its earlier level" for f in not_back)
+    result.reason = (
+        f"A change at {where} is supported ({evid}) and execution consolidates, but it is not the arc "
+        "(yet): " + "; ".join(f"{f.name} turns up at step {f.boundary_alone:.0f} but is not back above "
+                              "its earlier level by the end of the log" for f in not_back)
+        + "." + note)
+    return
   result.detected = True
   result.outcome = "arc"
   result.confidence = _sigmoid((result.delta_bic - config.bic_threshold) / 2)
