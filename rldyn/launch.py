@@ -260,6 +260,9 @@ def check_curriculum(cfg: Config) -> None:
   parsed = config_lib.parse_curriculum(cfg.rl.curriculum)
   if parsed is None:
     return
+  if cfg.task.fixed_problem:
+    raise ConfigError("rl.curriculum and task.fixed_problem both choose the RL problems (a curriculum of "
+                      "worlds vs one-shot RL on one problem); keep one")
   key, stages = parsed
   valid = sorted(TASKS[cfg.task.name].config_cls.__dataclass_fields__)
   if key not in valid:

@@ -43,6 +43,10 @@ def test_launch_checks_the_key_and_every_stage():
   with pytest.raises(ConfigError, match="num_count=0 .*from step 100"):
     launch.validate(_cfg(curriculum="num_count=3@0,0@100"), 1)
   launch.validate(_cfg(curriculum="num_count=3@0,4@100"), 1)
+  c = config_lib.default()
+  c.rl.curriculum, c.task.fixed_problem = "num_count=3@0,4@100", "countdown/0123456789abcdef"
+  with pytest.raises(ConfigError, match="keep one"):
+    launch.validate(config_lib.load(c, 33, 0, (2,)), 1)
 
 
 def test_steps_draw_from_their_stage_and_replay_exactly():
