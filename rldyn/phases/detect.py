@@ -106,7 +106,7 @@ class PhaseConfig:
       raise ValueError("coarse_grid >= 5 and fine_grid >= 3 required")
 
   def read_names(self) -> list[str]:
-    """Every metric the detector reads: each signal's name, then its fallbacks."""
+    """Every metric the detector reads: each signal's name, then its fallbacks and replacements."""
     out = []
     for s in self.signals:
       out += [n for n in (s.name, *s.fallback, *s.replaced_by) if n not in out]
