@@ -360,7 +360,9 @@ def test_role_stats_of_a_placebo_run_keep_the_true_role_entropies():
   ids = [task.tokenizer.encode(t) for t in texts]
   n = max(len(x) for x in ids) + 3
   ent = rng.random((4, n)).astype(np.float32)
-  ro = types.SimpleNamespace(ids=ids, texts=texts, entropy_BN=ent, correct_B=np.ones(4, bool), group_size=4)
+  mask = np.arange(n)[None, :] < np.array([len(x) for x in ids])[:, None]
+  ro = types.SimpleNamespace(ids=ids, texts=texts, entropy_BN=ent, mask_BN=mask, correct_B=np.ones(4, bool),
+                             group_size=4)
   truth = [task.token_roles(x) for x in ids]
   want = {r: np.mean(np.concatenate([ent[i, :len(x)][truth[i] == r] for i, x in enumerate(ids)]))
           for r in (PLANNING, EXECUTION)}

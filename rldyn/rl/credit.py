@@ -16,10 +16,11 @@ import numpy as np
 from rldyn.config import Config
 from rldyn.metrics import entropy as entropy_lib
 from rldyn.metrics import strategy as strategy_lib
+from rldyn.metrics import token_stats
 from rldyn.rl import advantages as adv_lib
 from rldyn.rl import losses
 from rldyn.rl.rollout import Rollout
-from rldyn.tasks.base import EXECUTION, PLANNING, Task
+from rldyn.tasks.base import PLANNING, Task
 
 
 def group_advantages(cfg: Config, ro: Rollout) -> np.ndarray:
@@ -45,15 +46,14 @@ def role_stats(cfg: Config, task: Task, tagger, ro: Rollout, roles_BN: np.ndarra
   ids = ro.ids
   out = {}
   if cfg.roles.tagger != "structural" and task.has_role_truth:  # the tagger vs the ground truth
-    truth = np.concatenate([task.token_roles(x) for x in ids] or [np.zeros(0)])
-    pred = np.concatenate([roles_BN[i, :len(x)] for i, x in enumerate(ids)] or [np.zeros(0)])
-    tp = float(((pred == PLANNING) & (truth == PLANNING)).sum())
-    out["roles/precision"] = tp / max(float((pred == PLANNING).sum()), 1.0)
-    out["roles/recall"] = tp / max(float((truth == PLANNING).sum()), 1.0)
-    ent = np.concatenate([ro.entropy_BN[i, :len(x)] for i, x in enumerate(ids)] or [np.zeros(0)])
-    for role, name in ((PLANNING, "planning"), (EXECUTION, "execution")):
-      sel = truth == role
-      out[f"truth/entropy/{name}"] = float(ent[sel].mean()) if sel.any() else float("nan")
+    truth_BN = np.zeros_like(roles_BN)  # roles_BN and truth_BN are both 0 (other) past each response
+    for i, x in enumerate(ids):
+      truth_BN[i, :len(x)] = task.token_roles(x)
+    tp = float(((roles_BN == PLANNING) & (truth_BN == PLANNING)).sum())
+    out["roles/precision"] = tp / max(float((roles_BN == PLANNING).sum()), 1.0)
+    out["roles/recall"] = tp / max(float((truth_BN == PLANNING).sum()), 1.0)
+    means = token_stats.role_means("truth/entropy", ro.entropy_BN, ro.mask_BN.astype(np.float32), truth_BN)
+    out.update({k: float(v) for k, v in means.items() if k != "truth/entropy/all"})  # = entropy/all
   if hasattr(tagger, "group_uses"):  # strategic-gram groups (lexicon tagger)
     uses = tagger.group_uses(ro.texts)
   else:  # the task's planning units stand in for gram groups

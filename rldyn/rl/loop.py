@@ -266,12 +266,12 @@ def rl_step(ctx: Context, state: RunState, pending: tuple | None, step: int
             "time_s": t_end - ctx.t_start}
   check_faults(cfg, out, step, metrics)
   out.decoded(step, everyone)
-  stage = rollout_lib.curriculum_stage(cfg, step)
-  if stage is not None:
-    sample_host = {**sample_host, "curriculum/stage": float(stage[0])}
   host = {**role_host, **rollout_lib.rollout_stats(everyone), **penalty_host, **sample_host,
           "perf/rollout_tok_s": (float(everyone.length_B.sum()) if sampled_tokens is None else sampled_tokens)
           / max(ro.sample_s - c_roll, 1e-9), **ev}
+  stage = rollout_lib.curriculum_stage(cfg, step)
+  if stage is not None:
+    host["curriculum/stage"] = float(stage[0])
   pending = (step, metrics, host, timing)
   if state.step % cfg.checkpoint.every == 0 or state.step == cfg.rl.steps:
     state = write_line(out, state, pending)
