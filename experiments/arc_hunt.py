@@ -10,7 +10,7 @@ the per-prompt strategy signal (`strategy/entropy`, docs/phases.md) beside held-
       python -m rldyn.replay --workdir=/tmp/rldyn/arc/diverse_s$seed
     done
 
-The objective arms (passk, entropy, hicra, placebo) use the `diverse` prior, so they can share its base:
+The objective arms (passk, distinct, entropy, hicra, placebo) use the `diverse` prior, so they can share its base:
 pretrain once (`--config=experiments/arc_hunt.py:diverse --config.stage=pretrain --workdir=BASE`) and
 pass `--config.base_workdir=BASE` to each. `single` and `rare_long` change the reference traces, so
 each pretrains its own base.
@@ -25,6 +25,9 @@ Variants (append `,smoke` for the CPU/CI size, e.g. `rare_long,smoke`):
              are dropped and refilled). With 8 responses per prompt and 0/1 rewards that keeps exactly
              the prompts with pass rate 1/8 .. 7/8, i.e. the [0.1, 0.9] band of the recipe.
   passk      `diverse` with pass@k advantages (k = 4): rewards a group for its best response.
+  distinct   `diverse` with an outcome-level bonus for distinct correct solutions (reward
+             `distinct_correct`, β = 0.5: a correct response earns 1 + β/m when m correct responses of
+             its group share its solution).
   entropy    `diverse` with entropy-advantage shaping A + min(α·H, |A|/κ).
   hicra      `diverse` with HICRA (A + α|A| on structural planning tokens, α = 0.2).
   placebo    `hicra` on a random mask of the same density.
@@ -33,7 +36,7 @@ Predictions are stated per variant in experiments/README.md.
 
 from rldyn import config as config_lib
 
-VARIANTS = ("diverse", "single", "rare_long", "passk", "entropy", "hicra", "placebo")
+VARIANTS = ("diverse", "single", "rare_long", "passk", "distinct", "entropy", "hicra", "placebo")
 
 
 def _mix(c, **weights) -> None:
@@ -67,6 +70,9 @@ def get_config(arg: str = "diverse"):
   elif variant == "passk":
     c.advantage.name = "passk"
     c.advantage.pass_k = 4
+  elif variant == "distinct":
+    c.reward.name = "distinct_correct"
+    c.reward.distinct_bonus = 0.5
   elif variant == "entropy":
     c.advantage.transform = "entropy"
   elif variant in ("hicra", "placebo"):

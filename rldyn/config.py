@@ -182,8 +182,11 @@ class RewardConfig:
   random_p: float = 0.5  # Bernoulli γ of the `random` reward
   seed: int = 0  # seed of the reward's own randomness (random reward, wrong labels)
   kl_coef: float = 0.0  # β of the KL reward penalty r − β·Σ_t k1_t (credit.kl_reward_penalty)
+  distinct_bonus: float = 0.5  # β of the distinct_correct reward: 1 + β/m for a solution m responses share
 
   def __post_init__(self):
+    if not self.distinct_bonus >= 0:
+      raise ConfigError(f"reward.distinct_bonus must be >= 0, got {self.distinct_bonus}")
     if not 0.0 <= self.random_p <= 1.0:
       raise ConfigError(f"reward.random_p is a probability, in [0, 1]; got {self.random_p}")
     if not self.kl_coef >= 0:

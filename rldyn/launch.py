@@ -87,6 +87,9 @@ def validate(cfg: Config, num_devices: int) -> None:
   if cfg.reward.name == "incorrect_label" and cfg.task.name not in rewards_lib.LABELLED_TASKS:
     raise ConfigError(f"reward.name=incorrect_label needs a task with a wrong-label definition; valid tasks: "
                       f"{', '.join(rewards_lib.LABELLED_TASKS)}")
+  if cfg.reward.name == "distinct_correct" and cfg.task.name not in rewards_lib.SOLUTION_TASKS:
+    raise ConfigError(f"reward.name=distinct_correct needs a task whose solutions have a key; valid tasks: "
+                      f"{', '.join(rewards_lib.SOLUTION_TASKS)}")
   adv_lib.ADVANTAGES.get(cfg.advantage.name)
   if cfg.advantage.name == "passk" and not 1 <= cfg.advantage.pass_k <= cfg.rl.group_size:
     raise ConfigError(f"advantage.pass_k={cfg.advantage.pass_k} must be in [1, rl.group_size="

@@ -149,7 +149,7 @@ def test_saved_config_round_trips():
 def test_cli_bad_input_is_one_line_and_writes_nothing(tmp_path):
   env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="", RLDYN_COMPILE_CACHE="")
   workdir = tmp_path / "run"
-  for bad, needle in [("--config.reward.name=oracle", "valid: format, ground_truth, incorrect_label, majority_vote, random"),
+  for bad, needle in [("--config.reward.name=oracle", "valid: distinct_correct, format, ground_truth, incorrect_label, majority_vote, random"),
                       ("--config.rl.grup_size=2", 'unknown config key \'rl.grup_size\'; Did you mean "group_size"'),
                       ("--config.rl.steps=abc", "--config.rl.steps=abc"),
                       ("--config.model.attention=flash", "valid: cudnn, xla")]:

@@ -12,10 +12,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from rldyn import config as config_lib
+from rldyn import launch
 from rldyn import model as M
 from rldyn import parallel
 from rldyn import state as state_lib
-from rldyn.config import AdvantageConfig, LossConfig, OptimConfig, RewardConfig
+from rldyn.config import AdvantageConfig, ConfigError, LossConfig, OptimConfig, RewardConfig
 from rldyn.metrics import token_stats
 from rldyn.optim import make_optimizer
 from rldyn.rl import advantages as A
@@ -125,6 +127,45 @@ def test_majority_vote_countdown_votes_on_values():
   texts = ["answer 3 + 5 + 7", "answer 7 + ( 5 + 3 )", "answer 3 * 5 * 7", "answer 1 + 14", "fail"]
   np.testing.assert_array_equal(R.compute(_ctx(task, [p] * 5, texts, 5, "majority_vote")), [1, 1, 0, 0, 0])
   assert R.answer_key(task, p, texts[3]) is None
+
+
+def test_distinct_correct_by_hand():
+  """1 + β/m per correct response (m = correct responses sharing its solution), 0 otherwise."""
+  task = make_task("countdown")
+  p = task.make_problem([3, 5, 7], 15)
+  # group 1: one solution written three ways (m = 3), 3 * 7 - 5 = 16 (wrong), no answer
+  g1 = ["answer 3 + 5 + 7", "answer ( 3 + 5 ) + 7", "answer 7 + ( 5 + 3 )", "answer 3 * 7 - 5", "fail"]
+  # group 2: one solution written two ways (m = 2); 5 * 3 * 1 and 15 do not use the problem's numbers
+  g2 = ["answer 3 + 5 + 7", "answer 5 * 3 * 1", "nothing", "answer 15", "answer 5 + 7 + 3"]
+  ctx = _ctx(task, [p] * 10, g1 + g2, 5, "distinct_correct")
+  ctx = dataclasses.replace(ctx, cfg=RewardConfig(name="distinct_correct", distinct_bonus=0.6))
+  got = R.compute(ctx)
+  assert list(ctx.correct) == [True, True, True, False, False, True, False, False, False, True]
+  np.testing.assert_allclose(got, [1.2, 1.2, 1.2, 0, 0, 1.3, 0, 0, 0, 1.3], rtol=1e-6)
+  # the group sums: #correct + β · #distinct correct solutions
+  np.testing.assert_allclose([got[:5].sum(), got[5:].sum()], [3 + 0.6, 2 + 0.6], rtol=1e-6)
+  # two solutions in one group: 2 * 3 + 4 = 3 * 2 + 4 (m = 2) and 4 * 3 - 2 (m = 1); a malformed answer
+  p2 = task.make_problem([2, 3, 4], 10)
+  g3 = ["answer 2 + 4 * ... ", "answer 2 * 3 + 4", "answer 4 * 3 - 2", "answer 3 * 2 + 4"]
+  got = R.compute(dataclasses.replace(_ctx(task, [p2] * 4, g3, 4, "distinct_correct"),
+                                      cfg=RewardConfig(name="distinct_correct", distinct_bonus=0.5)))
+  np.testing.assert_allclose(got, [0, 1.25, 1.5, 1.25], rtol=1e-6)
+  # β = 0 is ground_truth
+  ctx0 = dataclasses.replace(ctx, cfg=RewardConfig(name="distinct_correct", distinct_bonus=0.0))
+  np.testing.assert_array_equal(R.compute(ctx0), ctx.correct.astype(np.float32))
+
+
+def test_distinct_correct_refuses_tasks_without_solutions():
+  with pytest.raises(ConfigError, match="distinct_bonus must be >= 0"):
+    RewardConfig(distinct_bonus=-1.0)
+  task = make_task("arithmetic")
+  p = task.make_problem("3 + 4")
+  with pytest.raises(RuntimeError, match="valid: countdown"):
+    R.compute(_ctx(task, [p], ["answer 7"], 1, "distinct_correct"))
+  c = config_lib.default()
+  c.task.name, c.reward.name = "arithmetic", "distinct_correct"
+  with pytest.raises(ConfigError, match="needs a task whose solutions have a key; valid tasks: countdown"):
+    launch.validate(config_lib.load(c, vocab_size=33, pad_id=0, stop_tokens=(2,)), 1)
 
 
 def test_incorrect_label_refuses_unlabelled_tasks():

@@ -70,7 +70,7 @@ def test_workdir_of_another_config_is_refused(smoke_run, base_dir):
 
 
 @pytest.mark.parametrize("override,match", [
-    (("reward__name", "oracle"), "valid: format, ground_truth, incorrect_label, majority_vote, random"),
+    (("reward__name", "oracle"), "valid: distinct_correct, format, ground_truth, incorrect_label, majority_vote, random"),
     (("advantage__name", "ppo"), "valid: drgrpo, grpo, passk, rloo"),
     (("rl__group_size", 1), "group_size must be >= 2"),
     (("rl__prompts_per_step", 3), "mesh's data axis"),

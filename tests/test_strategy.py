@@ -342,6 +342,7 @@ def test_arc_hunt_variants_build_and_validate():
   assert seen["rare_long"].rl.curriculum == "num_count=3@0,4@200,5@400" and seen["rare_long"].rl.dynamic_sampling
   assert (seen["passk"].advantage.name, seen["entropy"].advantage.transform) == ("passk", "entropy")
   assert seen["placebo"].roles.tagger == "placebo" and seen["hicra"].advantage.transform == "hicra"
+  assert (seen["distinct"].reward.name, seen["distinct"].reward.distinct_bonus) == ("distinct_correct", 0.5)
   assert seen["diverse,smoke"].rl.steps < seen["diverse"].rl.steps
   with pytest.raises(ValueError, match="valid: one of"):
     arc.get_config("bogus")

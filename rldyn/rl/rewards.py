@@ -12,6 +12,8 @@ logged separately from the reward, so spurious-reward arms stay measurable.
   zero           0 for every response: no reward signal (the entropy-only arm: loss.entropy_coef > 0)
   incorrect_label  1 iff the response's answer is a fixed WRONG label of its problem (`wrong_label`)
   majority_vote  1 iff the response's answer is its group's most common answer (Shao et al. 2025)
+  distinct_correct  1 + β/m for a correct response whose solution m correct responses of its group share
+                 (β = reward.distinct_bonus), 0 if wrong: the group earns β per distinct correct solution
 
 "The answer" of a response (`answer_key`) is what the verifier would compare against a label: the
 number for arithmetic; for countdown, the exact value of the answer expression when it uses exactly the
@@ -168,6 +170,40 @@ def majority_vote(ctx: RewardContext) -> np.ndarray:
     label = majority_labels(keys[start:start + g])
     for i in range(start, min(start + g, len(keys))):
       out[i] = keys[i] is not None and keys[i] == label
+  return out
+
+
+# ---- distinct correct solutions ----------------------------------------------------------------------------
+
+SOLUTION_TASKS = ("countdown",)
+
+
+def solution_key(task: Task, text: str) -> Hashable:
+  """What makes two correct responses the same solution: for countdown the answer expression with + and ×
+  chains flattened and sorted (`strategy.countdown_solution`, the key `strategy/distinct_correct_per_prompt`
+  counts), so `(3 + 5) + 7` and `7 + (5 + 3)` are one solution and `3 * 5 - 7` another."""
+  if task.name not in SOLUTION_TASKS:
+    raise ValueError(f"task {task.name!r} has no solution key; valid: {', '.join(SOLUTION_TASKS)}")
+  from rldyn.metrics.strategy import countdown_solution  # noqa: PLC0415 (metrics imports the tasks)
+  return countdown_solution(text)
+
+
+@REWARDS.register("distinct_correct")
+def distinct_correct(ctx: RewardContext) -> np.ndarray:
+  """An outcome-level bonus for distinct correct solutions: a correct response whose solution m of its
+  group's correct responses share (itself included) gets 1 + β/m, a wrong one 0. So a group's rewards sum
+  to (#correct + β · #distinct correct solutions): the bonus pays for each new solution once, split among
+  the responses that found it, and a group that repeats one solution earns what ground_truth gives it
+  plus β."""
+  beta = ctx.cfg.distinct_bonus
+  keys = [solution_key(ctx.task, t) if c else None for t, c in zip(ctx.texts, ctx.correct)]
+  out = ctx.correct.astype(np.float32)
+  g = ctx.group_size
+  for start in range(0, len(keys), g):
+    counts = collections.Counter(k for k, c in zip(keys[start:start + g], ctx.correct[start:start + g]) if c)
+    for i in range(start, min(start + g, len(keys))):
+      if ctx.correct[i]:
+        out[i] += beta / counts[keys[i]]
   return out
 
 
