@@ -3,6 +3,7 @@
     python -m rldyn.compare RUN_A_SEED0 RUN_A_SEED1 RUN_B_SEED0 RUN_B_SEED1 --out=/tmp/report
     python -m rldyn.compare --arm=clip=DIR1,DIR2 --arm=noclip=DIR3,DIR4 --out=/tmp/report
     python -m rldyn.compare DIR ... --out=/tmp/report --run_means=clip_frac   # + a whole-run mean column
+    python -m rldyn.compare DIR ... --out=/tmp/report --at_step=200    # every run as of step 200
 
 Runs are read through the workdir contract (`rldyn.workdir.Workdir`: config.json, metrics.jsonl,
 eval.jsonl, events.jsonl, phases.json, replay/passk.json). Positional runs are grouped into **arms** by
@@ -23,6 +24,17 @@ verdicts), the differences against the first arm, and plots of held-out pass@1/a
 accuracy, entropy by role, KL, response length and final pass@k curves. A missing, empty or partial run
 is listed under "Problems" and left out of (or counted as far as it got in) the aggregates; it never
 stops the report.
+
+Entropy by role is read on the task's true roles: a run whose role tagger is not the truth (the placebo,
+a lexicon on countdown) logs `entropy/*` on its own mask and `truth/entropy/*` on the true roles
+(docs/metrics.md); its entropy columns take the latter, as its phase verdict does, so every arm is
+compared on the same quantity.
+
+`--at_step=N` compares every run as of step N (runs of different lengths at a common step): metrics,
+held-out evaluations and replayed checkpoints after N are ignored, "final" means the last one at or
+before N, and each run's phase verdict is re-judged on its metrics up to N (the detector's defaults, as
+`rldyn.phases --until_step=N`) instead of read from its phases.json. A run that stopped before N is
+listed under "Problems".
 """
 
 from __future__ import annotations
@@ -36,6 +48,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from rldyn import workdir as workdir_lib
+from rldyn import phases as phases_lib
 from rldyn.workdir import Workdir
 
 # Config keys that differ between seeds of one arm (or between copies of one run), not between arms.
@@ -214,6 +227,27 @@ def parse_arm(spec: str) -> tuple[str, list[str]]:
   return name, paths
 
 
+def at_step(run: Run, n: int) -> Run:
+  """The run as of step n: later metrics, evaluations and replayed checkpoints dropped, the phase verdict
+  re-judged on the metrics up to n (not read from phases.json)."""
+  upto = lambda lines: [x for x in lines if isinstance(x.get("step"), (int, float)) and x["step"] <= n]  # noqa: E731
+  metrics = upto(run.metrics)
+  problems = [p for p in run.problems if not p.startswith("partial:")]
+  evals = upto(run.evals)
+  # A run of n steps logs metrics for steps 0 .. n-1 and evaluates θ_n at step n: it reached step n.
+  reached = max([int(m["step"]) + 1 for m in metrics] + [int(e["step"]) for e in evals], default=0)
+  if reached < n:
+    problems.append(f"stops before --at_step={n} (reached step {reached})")
+  passk = run.passk
+  if passk and passk.get("checkpoints"):
+    passk = {**passk, "checkpoints": upto(passk["checkpoints"])}
+  phases = None
+  if metrics:
+    phases = phases_lib.detect([(int(m["step"]), m) for m in metrics], phases_lib.PhaseConfig()).to_json()
+  return dataclasses.replace(run, metrics=metrics, evals=evals, passk=passk, phases=phases,
+                             problems=problems)
+
+
 # ---- per-run quantities --------------------------------------------------------------------------------
 
 def _value(line: dict, key: str) -> float:
@@ -231,8 +265,16 @@ def base_and_final(run: Run, key: str) -> tuple[float, float]:
   return vals[0][1], vals[-1][1]
 
 
+# Where a run logged the true-role signal (its tagger is not the truth), the role columns read it.
+TRUE_ROLE_KEYS = {"entropy/execution": "truth/entropy/execution", "entropy/planning": "truth/entropy/planning"}
+
+
 def final_metric(run: Run, key: str, window: int | None = FINAL_METRIC_WINDOW) -> float:
-  """The mean of `key` over the run's last `window` logged values (None: over all of them)."""
+  """The mean of `key` over the run's last `window` logged values (None: over all of them); for an
+  entropy-by-role key, the true-role signal where the run logged one (TRUE_ROLE_KEYS)."""
+  truth = TRUE_ROLE_KEYS.get(key)
+  if truth and any(truth in m for m in run.metrics):
+    key = truth
   vals = [_value(m, key) for m in run.metrics]
   vals = [v for v in vals if math.isfinite(v)]
   vals = vals[-window:] if window else vals
@@ -318,7 +360,7 @@ def per_seed(runs: Sequence[Run], what: str) -> list[float]:
 
 
 def build(arms: dict[str, list[Run]], out_dir: str, problems: Sequence[tuple[str, str]] = (),
-          plots: bool = True, run_means: Sequence[str] = ()) -> dict:
+          plots: bool = True, run_means: Sequence[str] = (), at: int | None = None) -> dict:
   """Writes OUT/report.md, compare.json and (plots=True) PNGs; returns the compare.json dict."""
   os.makedirs(out_dir, exist_ok=True)
   problems = list(problems) + [(r.path, p) for rs in arms.values() for r in rs for p in r.problems]
@@ -337,21 +379,25 @@ def build(arms: dict[str, list[Run]], out_dir: str, problems: Sequence[tuple[str
       "differences_vs": names[0] if len(names) > 1 else None,
       "differences": {n: {k: e.to_json() for k, e in d.items()} for n, d in diffs.items()},
       "problems": [{"run": p, "problem": m} for p, m in problems],
+      "at_step": at,
   }
   workdir_lib.write_json_atomic(os.path.join(out_dir, "compare.json"), result)
   images = _plots(arms, out_dir) if plots else []
   with open(os.path.join(out_dir, "report.md"), "w") as f:
-    f.write(_markdown(arms, summaries, diffs, problems, images))
+    f.write(_markdown(arms, summaries, diffs, problems, images, at))
   return result
 
 
-def _markdown(arms, summaries, diffs, problems, images) -> str:
+def _markdown(arms, summaries, diffs, problems, images, at=None) -> str:
   names = list(arms)
-  lines = ["# rldyn.compare", "",
+  lines = ["# rldyn.compare" + ("" if at is None else f" as of step {at}"), "",
            f"{len(names)} arm(s), {sum(len(r) for r in arms.values())} run(s). Values are the mean over seeds "
            "with a two-sided 95 % Student-t interval `[lo, hi]` (ddof = 1; none with one seed). Base = the "
            "first held-out evaluation (step 0), final = the last; Δ = final − base per seed, then aggregated. "
-           f"Final training metrics are each seed's mean over its last {FINAL_METRIC_WINDOW} logged steps.", ""]
+           f"Final training metrics are each seed's mean over its last {FINAL_METRIC_WINDOW} logged steps; "
+           "entropy by role is on the true roles (`truth/entropy/*` where a run's tagger is not the truth)."
+           + ("" if at is None else f" Every run is read as of step {at}: later lines are ignored and the "
+              "phase verdicts are re-judged on the metrics up to it."), ""]
   lines += ["## Arms", ""] + [f"- **{n}**: {len(rs)} seed(s): " + ", ".join(f"`{r.path}`" for r in rs)
                                for n, rs in arms.items()] + [""]
   cols = list(dict.fromkeys(k for s in summaries.values() for k in s))
@@ -368,7 +414,7 @@ def _markdown(arms, summaries, diffs, problems, images) -> str:
       sig = ", ".join(w for w, e in d.items() if e.n >= 2 and (e.lo > 0 or e.hi < 0)) or "neither"
       lines.append(f"| {n} | {d['Δ pass@1'].fmt()} | {d['Δ greedy'].fmt()} | {sig} |")
     lines.append("")
-  lines += ["## Phase verdicts (phases.json), run by run", "",
+  lines += ["## Phase verdicts (" + ("phases.json" if at is None else f"re-judged at step {at}") + "), run by run", "",
             "| arm | run | steps | Δ pass@1 | Δ greedy | verdict |", "|---|---|---|---|---|---|"]
   for n, rs in arms.items():
     for r in rs:
@@ -446,27 +492,31 @@ def _plots(arms: dict[str, list[Run]], out_dir: str) -> list[tuple[str, str]]:
 
 
 def compare(dirs: Sequence[str], out_dir: str, arm_specs: Sequence[str] = (), plots: bool = True,
-            run_means: Sequence[str] = ()) -> dict:
-  """Reads the runs, groups them (by config, or by `--arm NAME=DIR,DIR` specs) and writes the report."""
+            run_means: Sequence[str] = (), at: int | None = None) -> dict:
+  """Reads the runs, groups them (by config, or by `--arm NAME=DIR,DIR` specs) and writes the report;
+  `at`: every run as of that step (`at_step`)."""
+  if at is not None and at < 0:
+    raise ValueError(f"--at_step must be >= 0, got {at}")
   problems: list[tuple[str, str]] = []
+  read = read_run if at is None else (lambda p: at_step(read_run(p), at))  # noqa: E731
   if arm_specs:
     arms = {}
     for spec in arm_specs:
       name, paths = parse_arm(spec)
-      arms[name] = [read_run(p) for p in paths]
-    runs = [read_run(d) for d in dirs]
+      arms[name] = [read(p) for p in paths]
+    runs = [read(d) for d in dirs]
     if runs:
       grouped, orphans = group_runs(runs)
       arms.update(grouped)
       problems += [(r.path, "no config.json: cannot assign an arm (use --arm)") for r in orphans]
   else:
-    grouped, orphans = group_runs([read_run(d) for d in dirs])
+    grouped, orphans = group_runs([read(d) for d in dirs])
     arms = grouped
     problems += [(r.path, p) for r in orphans for p in r.problems]
     problems += [(r.path, "left out: no config.json, so no arm (use --arm NAME=DIR)") for r in orphans]
   if not arms:
     raise ValueError("no readable run to compare: " + "; ".join(f"{p}: {m}" for p, m in problems))
-  return build(arms, out_dir, problems, plots, run_means)
+  return build(arms, out_dir, problems, plots, run_means, at)
 
 
 # ---- command line --------------------------------------------------------------------------------------
@@ -478,7 +528,9 @@ def _define_flags():
   plot = flags.DEFINE_bool("plots", True, "Write PNG plots (matplotlib, Agg).")
   means = flags.DEFINE_list("run_means", [], "Metrics keys also reported as each seed's mean over the whole "
                             "run (e.g. clip_frac), aggregated like the rest.")
-  return out, arm, plot, means
+  at = flags.DEFINE_integer("at_step", None, "Compare every run as of this step (later lines ignored, phase "
+                            "verdicts re-judged up to it): runs of different lengths at a common step.")
+  return out, arm, plot, means, at
 
 
 def entry() -> None:
@@ -486,14 +538,14 @@ def entry() -> None:
   import sys  # pylint: disable=g-import-not-at-top
   from absl import app  # pylint: disable=g-import-not-at-top
   from rldyn import cli  # pylint: disable=g-import-not-at-top
-  out, arm, plot, means = _define_flags()
+  out, arm, plot, means, at = _define_flags()
 
   def main(argv):
     dirs = argv[1:]
     if not dirs and not arm.value:
       raise app.UsageError("give run directories (DIR ...) or --arm NAME=DIR,DIR")
     try:
-      result = compare(dirs, out.value, arm.value, plot.value, means.value)
+      result = compare(dirs, out.value, arm.value, plot.value, means.value, at.value)
     except ValueError as e:
       print(f"rldyn: error: {e}", file=sys.stderr, flush=True)
       sys.exit(2)

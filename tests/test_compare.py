@@ -1,5 +1,6 @@
 """rldyn.compare on hand-written workdirs: grouping into arms, the t-interval numbers, hostile input."""
 
+import dataclasses
 import json
 import math
 import os
@@ -177,3 +178,56 @@ def test_phase_verdict_cells_from_the_detector():
   assert compare.phase_verdict(compare.Run(path="x", config={}, metrics=[], evals=[], events=[],
                                            phases=None, passk=None, problems=[])) == "not run"
   assert cell(make_log(8, shape="linear", seed=1)[0]).startswith("no arc: ")
+
+
+def test_at_step_reads_every_run_as_of_one_step(tmp_path):
+  """--at_step=N: later metrics, evals and checkpoints are ignored, the verdict is re-judged up to N (the
+  same answer as the detector on the truncated log), a run that stopped before N is a problem."""
+  from rldyn.phases.detect import detect
+  from rldyn.phases.synthetic import make_log
+  root = str(tmp_path / "runs")
+  recs = make_log(300, shape="linear", seed=1)[0]
+  long = _write_run(root, "long", 0, "ground_truth", {0: (0.1, 0.2), 100: (0.3, 0.4), 300: (0.9, 0.9)},
+                    [0.5] * 300, passk={0: {1: 0.1, 4: 0.3}, 100: {1: 0.3, 4: 0.5}, 300: {1: 0.9, 4: 0.95}},
+                    phases={"detected": True, "boundary_step": 1, "ci": [0, 2], "delta_bic": 99.0})
+  with open(os.path.join(long, "metrics.jsonl"), "w") as f:  # the synthetic arc's signals, one per step
+    for step, rec in recs:
+      f.write(json.dumps({"step": step, **rec}) + "\n")
+  short = _write_run(root, "short", 1, "ground_truth", {0: (0.1, 0.2), 50: (0.2, 0.2)}, [0.4] * 50,
+                     finished=False)
+  run = compare.at_step(compare.read_run(long), 100)
+  assert max(m["step"] for m in run.metrics) == 100 and [e["step"] for e in run.evals] == [0, 100]
+  assert compare.base_and_final(run, "eval/pass@1") == (0.1, 0.3)
+  assert compare.final_passk(run) == ({1: 0.1, 4: 0.3}, {1: 0.3, 4: 0.5})
+  want = detect([r for r in recs if r[0] <= 100]).to_json()
+  assert run.phases == want and run.phases["delta_bic"] != 99.0
+  assert compare.phase_verdict(run) == compare.phase_verdict(dataclasses.replace(run, phases=want))
+  assert run.problems == []
+  cut = compare.at_step(compare.read_run(short), 100)
+  assert cut.problems[-1] == "stops before --at_step=100 (reached step 50)"
+  assert not any(p.startswith("partial:") for p in cut.problems)
+  out = str(tmp_path / "rep")
+  res = compare.compare([], out, [f"a={long}", f"b={short}"], plots=False, at=100)
+  assert res["at_step"] == 100
+  assert res["arms"]["a"]["summary"]["Δ pass@1"]["mean"] == pytest.approx(0.2)
+  assert res["arms"]["a"]["phases"] == [compare.phase_verdict(run)]
+  report = open(os.path.join(out, "report.md")).read()
+  assert "as of step 100" in report and "re-judged at step 100" in report
+  with pytest.raises(ValueError, match="--at_step must be >= 0"):
+    compare.compare([], out, [f"a={long}"], plots=False, at=-1)
+
+
+def test_entropy_columns_read_the_true_roles_where_logged(tmp_path):
+  """A placebo-style run logs entropy/* on its mask and truth/entropy/* on the true roles: the columns
+  take the truth; a run without it keeps entropy/*."""
+  root = str(tmp_path / "runs")
+  a = _write_run(root, "a", 0, "ground_truth", {0: (0.1, 0.1), 10: (0.2, 0.2)}, [0.5] * 10)
+  b = _write_run(root, "b", 1, "ground_truth", {0: (0.1, 0.1), 10: (0.2, 0.2)}, [0.5] * 10)
+  with open(os.path.join(b, "metrics.jsonl"), "w") as f:
+    for s in range(10):
+      f.write(json.dumps({"step": s, "entropy/execution": 9.0, "truth/entropy/execution": 0.25 + 0.01 * s,
+                          "entropy/planning": 7.0, "truth/entropy/planning": 0.5}) + "\n")
+  ra, rb = compare.read_run(a), compare.read_run(b)
+  assert compare.final_metric(ra, "entropy/execution") == pytest.approx(np.mean([1.0 - 0.1 * s for s in range(5, 10)]))
+  assert compare.final_metric(rb, "entropy/execution") == pytest.approx(0.25 + 0.07)
+  assert compare.final_metric(rb, "entropy/planning") == pytest.approx(0.5)
