@@ -317,6 +317,9 @@ def phase_verdict(run: Run) -> str:
     return f"no arc: change at {split}{evid}, planning rises first"
   if outcome == "unclear":
     return f"no arc: change at {split}{evid}, order unclear"
+  if outcome == "task_change":
+    at = ", ".join(f"{x:.0f}" for x in ph.get("task_changes", []))
+    return f"no verdict: the arc's shape at {split}{evid}, but the task changes at step {at} (curriculum)"
   return "no arc: " + str(ph.get("reason", "")).split(". ")[0].rstrip(".")
 
 

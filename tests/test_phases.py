@@ -107,7 +107,7 @@ def test_phases_json_schema_exact():
     out = detect(recs).to_json()
     assert set(out) == {"detected", "boundary_step", "ci", "confidence", "signals", "reason",
                         "candidate_step", "candidate_ci", "delta_bic", "overlap_steps", "outcome",
-                        "failed_checks"}
+                        "failed_checks", "task_changes"}
     json.dumps(out, allow_nan=False)  # strict JSON: no NaN/inf anywhere
     assert isinstance(out["detected"], bool) and isinstance(out["reason"], str) and out["reason"]
     assert 0.0 <= out["confidence"] <= 1.0
@@ -418,3 +418,57 @@ def test_cli_until_step_and_a_placebo_log(tmp_path):
   cut = json.loads((tmp_path / "early" / "phases.json").read_text())
   n_cut, n_full = (d["signals"]["truth/entropy/execution"]["n"] for d in (cut, out))
   assert not cut["detected"] and n_cut <= int(tau) - 19 < n_full  # steps 0 .. tau - 20 only
+
+
+def test_a_task_change_inside_the_log_is_not_the_arc(tmp_path):
+  """A curriculum stage change inside the judged span turns an arc into outcome task_change (a new stage
+  moves the signals by itself); a constant stage changes nothing; a non-arc verdict gets a note; the
+  online detector judges what it has seen; --from_step/--until_step judge one stage on its own."""
+  recs, tau = make_log(400, shape="linear", noise=0.05, tau_frac=0.5, seed=3)
+  plain = detect(recs)
+  assert plain.detected and plain.task_changes == ()
+  same = detect([(t, {**r, "curriculum/stage": 0.0}) for t, r in recs])
+  assert same.detected and same.to_json()["task_changes"] == []
+  staged = [(t, {**r, "curriculum/stage": float(t >= 250)}) for t, r in recs]
+  res = detect(staged)
+  assert not res.detected and res.outcome == "task_change" and res.task_changes == (250.0,)
+  assert res.boundary_step is None and res.ci is None and res.confidence == 0.0
+  assert res.tau_candidate == pytest.approx(plain.tau_candidate)
+  assert "a curriculum stage starts at step 250" in res.reason and "--from_step" in res.reason
+  out = res.to_json()
+  assert out["task_changes"] == [250.0] and out["candidate_step"] is not None
+  from rldyn import compare
+  cell = compare.phase_verdict(compare.Run("x", {}, [], [], [], out, None, []))
+  assert cell.startswith("no verdict: the arc's shape at ") and cell.endswith("the task changes at step 250 (curriculum)")
+  # a change outside the judged span (before the first fitted step) is not counted
+  assert detect([(t, r) for t, r in staged if t >= 260]).task_changes == ()
+  # a non-arc verdict keeps its outcome and gets the note
+  noise = [(t, {**r, "curriculum/stage": float(t >= 100)}) for t, r in make_log(300, shape="noise", seed=1)[0]]
+  nres = detect(noise)
+  assert nres.outcome == "no_change" and nres.reason.endswith(
+      "(curriculum/stage changes at step 100).") and "the task changes during the log" in nres.reason
+  # online: within stage 0 (steps 0-249, boundary ~200) the arc is the arc; once the log spans the stage
+  # change the answer is task_change, as offline
+  online = OnlinePhaseDetector(PhaseConfig(), refit_every=25)
+  events = [(t, e) for t, r in staged if (e := online.update(t, r))]
+  assert [t for t, _ in events] == [249] and online.result().outcome == "task_change"
+  # the CLI: judging the first stage alone (--until_step) or the second (--from_step) drops the change
+  path = tmp_path / "metrics.jsonl"
+  with open(path, "w") as f:
+    for t, r in staged:
+      f.write(json.dumps({"step": t, **r}) + "\n")
+  whole = _run_module("-m", "rldyn.phases", "--workdir", str(tmp_path), "--noplot")
+  assert whole.returncode == 0, whole.stderr
+  assert json.loads((tmp_path / "phases.json").read_text())["outcome"] == "task_change"
+  first = _run_module("-m", "rldyn.phases", "--workdir", str(tmp_path), "--noplot", "--until_step", "249",
+                      "--out_dir", str(tmp_path / "s0"))
+  assert first.returncode == 0, first.stderr
+  s0 = json.loads((tmp_path / "s0" / "phases.json").read_text())
+  assert s0["task_changes"] == [] and s0["outcome"] == "arc"
+  second = _run_module("-m", "rldyn.phases", "--workdir", str(tmp_path), "--noplot", "--from_step", "250",
+                       "--out_dir", str(tmp_path / "s1"))
+  assert second.returncode == 0, second.stderr
+  s1 = json.loads((tmp_path / "s1" / "phases.json").read_text())
+  from rldyn.phases.detect import finite_float
+  n_late = sum(t >= 250 and finite_float(r.get("entropy/execution")) is not None for t, r in staged)
+  assert s1["task_changes"] == [] and s1["signals"]["entropy/execution"]["n"] == n_late < 150

@@ -7,6 +7,7 @@
     python -m rldyn.phases --metrics=tensorboard_log/run1 --out_dir=/tmp/p --keys=...
     python -m rldyn.phases --metrics=checkpoint-500/trainer_state.json --out_dir=/tmp/p --keys=...
     python -m rldyn.phases --workdir=/tmp/rldyn/two_phase --until_step=200 --out_dir=/tmp/p200
+    python -m rldyn.phases --workdir=/tmp/rldyn/rare_long --from_step=80 --until_step=159 --out_dir=/tmp/s2
 
 Reads WORKDIR/metrics.jsonl (or --metrics: JSONL, CSV/TSV, verl console log,
 TensorBoard event files, TRL trainer_state.json; see rldyn/phases/io.py), writes
@@ -41,6 +42,9 @@ _WITH_ACCURACY = flags.DEFINE_bool(
 _UNTIL_STEP = flags.DEFINE_integer(
     "until_step", None, "Judge the run as of this step: later records are ignored (runs of different "
     "lengths compared at a common step; write to another --out_dir to keep the full run's verdict).")
+_FROM_STEP = flags.DEFINE_integer(
+    "from_step", None, "Ignore the records before this step (e.g. judge one curriculum stage on its own, "
+    "with --until_step at the stage's end).")
 _BIC_THRESHOLD = flags.DEFINE_float(
     "bic_threshold", None, "dBIC needed to call two regimes (default: the library's).")
 
@@ -67,7 +71,8 @@ def main(argv: Sequence[str]) -> None:
     raise app.UsageError(str(e)) from None
   try:
     result, _ = analyse(path, out_dir, keys=keys, config=config, plot=_PLOT.value,
-                        format=_FORMAT.value, until_step=_UNTIL_STEP.value)
+                        format=_FORMAT.value, until_step=_UNTIL_STEP.value,
+                        from_step=_FROM_STEP.value)
   except OSError as e:
     raise SystemExit(f"rldyn.phases: {e.strerror or e} ({e.filename or path})") from None
   print(result.verdict())

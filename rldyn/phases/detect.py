@@ -50,6 +50,10 @@ class SignalSpec:
 # ground truth (a placebo mask, the lexicon on countdown) measures entropy/* and ppl/* on its tagger's
 # mask; it also logs `truth/entropy/execution` on the true roles, which then replaces both.
 TRUE_EXECUTION = "truth/entropy/execution"
+# A run whose task changes (an `rl.curriculum` stage: more numbers, a harder world) logs its stage here. A
+# new stage moves the signals by itself (more numbers mean more possible first moves, so strategy entropy
+# jumps), so a verdict over a log that spans stages cannot tell the policy's arc from the task's change.
+TASK_STAGE = "curriculum/stage"
 DEFAULT_SIGNALS = (
     SignalSpec("entropy/execution", EXECUTION, replaced_by=(TRUE_EXECUTION,)),
     SignalSpec("ppl/execution_rel", EXECUTION, replaced_by=(TRUE_EXECUTION,)),
@@ -106,11 +110,12 @@ class PhaseConfig:
       raise ValueError("coarse_grid >= 5 and fine_grid >= 3 required")
 
   def read_names(self) -> list[str]:
-    """Every metric the detector reads: each signal's name, then its fallbacks and replacements."""
+    """Every metric the detector reads: each signal's name, then its fallbacks and replacements, then
+    the task stage (TASK_STAGE)."""
     out = []
     for s in self.signals:
       out += [n for n in (s.name, *s.fallback, *s.replaced_by) if n not in out]
-    return out
+    return out + ([TASK_STAGE] if TASK_STAGE not in out else [])
 
 
 @dataclasses.dataclass
@@ -185,9 +190,11 @@ class PhaseResult:
   turn_up: tuple[float, float, float] | None = None  # planning's own boundary, lo, hi (if overlap)
   # Which decision the reason words, for tables across runs: "arc", "no_change" (one smooth regime does as
   # well), "wrong_shape" (a supported change, signals not in the arc's pattern), "reversed" (planning rises
-  # first), "unclear" (neither order nor overlap), or "not_fitted" (too little data, or the fit failed).
+  # first), "unclear" (neither order nor overlap), "task_change" (the arc's shape, but the task changed
+  # during the log: a curriculum stage), or "not_fitted" (too little data, or the fit failed).
   outcome: str = "not_fitted"
   failed_checks: tuple[str, ...] = ()    # wrong_shape: "SIGNAL PATTERN" of each signal of a failing role
+  task_changes: tuple[float, ...] = ()   # steps at which TASK_STAGE changes (the first step of a new stage)
 
   def to_json(self) -> dict[str, Any]:
     return {
@@ -207,6 +214,7 @@ class PhaseResult:
         "overlap_steps": _finite_or_none(self.overlap_steps),
         "outcome": self.outcome,
         "failed_checks": list(self.failed_checks),
+        "task_changes": [float(x) for x in self.task_changes],
     }
 
   def verdict(self) -> str:
@@ -371,6 +379,7 @@ def fit_phases(series: Series, config: PhaseConfig = PhaseConfig()) -> PhaseResu
   """
   config, used, better = _resolve_fallbacks(series, config)
   result = _fit_phases(series, config)
+  _check_task_changes(result, series)
   for alt, name in used.items():
     fit = result.signals[alt]
     fit.note = (fit.note + "; " if fit.note else "") + (
@@ -380,6 +389,38 @@ def fit_phases(series: Series, config: PhaseConfig = PhaseConfig()) -> PhaseResu
     fit.note = (fit.note + "; " if fit.note else "") + (
         f"read in place of {names} (measured on the run's role tagger, not the true roles)")
   return result
+
+
+def task_changes(series: Series) -> tuple[float, ...]:
+  """The steps at which `TASK_STAGE` takes a new value (the first step of each stage after the first)."""
+  steps, vals = _clean(*series.get(TASK_STAGE, (np.zeros(0), np.zeros(0))))
+  return tuple(float(x) for x in steps[1:][np.diff(vals) != 0])
+
+
+def _check_task_changes(result: PhaseResult, series: Series) -> None:
+  """A log whose task changes inside the judged span is not evidence of the arc: an arc becomes outcome
+  `task_change` (not detected); any other verdict gets a note. Judge one stage at a time instead."""
+  lo = -math.inf if result.first_step is None else result.first_step
+  hi = math.inf if result.last_step is None else result.last_step
+  changes = tuple(x for x in task_changes(series) if lo < x <= hi)
+  result.task_changes = changes
+  if not changes:
+    return
+  at = ", ".join(f"{x:.0f}" for x in changes)
+  advice = (f"Judge one stage at a time: rldyn.phases --from_step/--until_step at the stage boundaries "
+            f"({TASK_STAGE} changes at step {at}).")
+  if result.detected:
+    result.detected = False
+    result.outcome = "task_change"
+    result.confidence = 0.0
+    result.reason = (f"The signals have the arc's shape (boundary at step {result.boundary_step}, interval "
+                     f"{result.ci[0]}-{result.ci[1]}, dBIC = {result.delta_bic:.1f}), but the task itself "
+                     f"changes during the log: a curriculum stage starts at step {at}. A new stage moves "
+                     "the signals by itself (more numbers, more possible first moves), so this log cannot "
+                     "tell the policy's arc from the task's change. " + advice)
+    result.boundary_step, result.ci = None, None
+  else:
+    result.reason += f" Note: the task changes during the log (a curriculum stage starts at step {at}). {advice}"
 
 
 def _fit_phases(series: Series, config: PhaseConfig) -> PhaseResult:

@@ -17,7 +17,8 @@ def write_json_atomic(path: str, obj: object) -> None:
 
 def analyse(metrics_path: str, out_dir: str, *, keys: Mapping[str, str] | None = None,
             config: PhaseConfig = PhaseConfig(), plot: bool = True, format: str = "auto",  # pylint: disable=redefined-builtin
-            until_step: int | None = None) -> tuple[PhaseResult, io.MetricsLog]:
+            until_step: int | None = None, from_step: int | None = None
+            ) -> tuple[PhaseResult, io.MetricsLog]:
   """Reads a metrics log, detects, writes out_dir/phases.json (and phases.png).
 
   Args:
@@ -29,13 +30,15 @@ def analyse(metrics_path: str, out_dir: str, *, keys: Mapping[str, str] | None =
     format: one of io.FORMATS ("auto" sniffs the file).
     until_step: judge the run as of this step (later records are ignored), e.g. to compare runs of
       different lengths at a common step.
+    from_step: ignore the records before this step, e.g. to judge one curriculum stage on its own.
 
   Returns:
     The result and the log as read.
   """
   log = io.read_metrics(metrics_path, keys=keys, names=config.read_names(),
                         format=format)
-  records = log.records if until_step is None else [r for r in log.records if r[0] <= until_step]
+  records = [r for r in log.records
+             if (until_step is None or r[0] <= until_step) and (from_step is None or r[0] >= from_step)]
   result = detect(records, config)
   wanted = [s.name for s in config.signals if s.role in FIT_ROLES]
   if all(f.n == 0 for f in result.signals.values() if f.role in FIT_ROLES) and log.fields:
