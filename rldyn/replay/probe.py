@@ -13,6 +13,7 @@ Per model (`probe_stats`), over its own R = P·n samples (response tokens only, 
   semantic_entropy/planning    Shannon entropy of the planning-unit distribution over all responses
   strategy/*                   strategy diversity per probe problem over its n samples, averaged over
                                problems (rldyn/metrics/strategy.py; the task's structural abstraction)
+  procedure/*                  wrong steps and verdicts in the samples' traces (rldyn/metrics/procedure.py)
   kl/k3, kl/k3/{planning,execution}  mean k3 estimate of KL(π_θ‖π_base) on π_θ's samples
   ppl/self                     exp(nll/all)
   ppl/base_on_this             the base's perplexity on this model's responses (cross-model PPL)
@@ -37,6 +38,7 @@ from rldyn import parallel
 from rldyn import sampling
 from rldyn.config import Config
 from rldyn.metrics import entropy as entropy_lib
+from rldyn.metrics import procedure as procedure_lib
 from rldyn.metrics import strategy as strategy_lib
 from rldyn.metrics import token_stats
 from rldyn.rl import losses
@@ -60,7 +62,7 @@ class ProbeSamples:
   roles_RN: np.ndarray  # int8 token roles (0 other, 1 planning, 2 execution)
   units: list[tuple[int, ...]]  # planning units of all rows (semantic entropy)
   texts: list[str]  # decoded responses
-  strategy: dict[str, float] = dataclasses.field(default_factory=dict)  # the strategy/* metrics
+  strategy: dict[str, float] = dataclasses.field(default_factory=dict)  # the strategy/* and procedure/* metrics
 
   def per_problem_correct(self, n: int) -> list[int]:
     return [int(c) for c in self.correct_R.reshape(-1, n).sum(axis=1)]
@@ -128,7 +130,8 @@ class Prober:
       roles[i, :length] = self.task.token_roles(ids.tolist())
       units += entropy_lib.planning_units(ids, roles[i, :length])
       ids_list.append(ids.tolist())
-    strategy = strategy_lib.step_strategy_metrics(self.task, None, ids_list, texts, roles, correct, self.n)
+    strategy = {**strategy_lib.step_strategy_metrics(self.task, None, ids_list, texts, roles, correct, self.n),
+                **procedure_lib.procedure_metrics(self.task, rows, texts)}
     self._tick("host", t0)
     return ProbeSamples(tokens_RN=out["tokens"], mask_RN=out["mask"].astype(bool), logp_RN=out["logp"],
                         entropy_RN=out["entropy"], length_R=out["length"], truncated_R=out["truncated"],

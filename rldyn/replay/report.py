@@ -218,7 +218,9 @@ def markdown(workdir: str, records: dict[int, dict], pk: dict, probe: dict[int, 
           "relative to the base; semantic entropy is the entropy of the planning-unit distribution "
           "(operands included, pooled over the probe set); strategy H is the per-problem entropy of "
           "strategy types (operands dropped; rldyn/metrics/strategy.py), distinct strategies and distinct "
-          "correct solutions are counted per problem over its n samples; KL "
+          "correct solutions are counted per problem over its n samples; move errors are the "
+          "fraction of written steps whose result is wrong (rldyn/metrics/procedure.py; countdown and "
+          "arithmetic); KL "
           "is the k3 estimate of KL(π_θ‖π_base).", ""]
   rows = []
   for s in steps:
@@ -228,11 +230,11 @@ def markdown(workdir: str, records: dict[int, dict], pk: dict, probe: dict[int, 
                  _f(p["semantic_entropy/planning"]), _f(p.get("strategy/entropy")),
                  _f(p.get("strategy/distinct_per_prompt"), 2),
                  _f(p.get("strategy/distinct_correct_per_prompt"), 2),
-                 _f(p.get("strategy/first_move_entropy")), _f(p["kl/k3"], 4), _f(p["response_len/mean"], 1),
-                 _f(p["response_len/truncated_frac"])])
+                 _f(p.get("strategy/first_move_entropy")), _f(p.get("procedure/move_error_rate")),
+                 _f(p["kl/k3"], 4), _f(p["response_len/mean"], 1), _f(p["response_len/truncated_frac"])])
   out += _table(["model", "accuracy", "H all", "H planning", "H execution", "rel. PPL exec",
                  "sem. H planning", "strategy H", "distinct strat.", "distinct correct", "H first move",
-                 "KL k3", "length", "truncated"], rows)
+                 "move errors", "KL k3", "length", "truncated"], rows)
   out += [""]
   for name, alt in (("entropy.png", "entropy by role"), ("dynamics.png", "probe dynamics")):
     if name in plots:

@@ -15,6 +15,7 @@ import numpy as np
 
 from rldyn.config import Config
 from rldyn.metrics import entropy as entropy_lib
+from rldyn.metrics import procedure as procedure_lib
 from rldyn.metrics import strategy as strategy_lib
 from rldyn.metrics import token_stats
 from rldyn.rl import advantages as adv_lib
@@ -40,7 +41,8 @@ def tag_roles(tagger, ro: Rollout, step: int) -> np.ndarray:
 
 
 def role_stats(cfg: Config, task: Task, tagger, ro: Rollout, roles_BN: np.ndarray) -> dict[str, float]:
-  """Semantic entropy of planning, strategy diversity (strategy/*); with a non-structural tagger on a task
+  """Semantic entropy of planning, strategy diversity (strategy/*), procedure errors (procedure/*, on tasks
+  whose traces state checkable steps); with a non-structural tagger on a task
   with ground-truth roles, its precision/recall vs the truth and the token entropy by *true* role
   (truth/entropy/*, from the sampler's entropies: the run's entropy/* follow its tagger's mask)."""
   ids = ro.ids
@@ -61,6 +63,7 @@ def role_stats(cfg: Config, task: Task, tagger, ro: Rollout, roles_BN: np.ndarra
   out["semantic_entropy/planning"] = entropy_lib.semantic_entropy(uses)
   out.update(strategy_lib.step_strategy_metrics(task, tagger, ids, ro.texts, roles_BN, ro.correct_B,
                                                 ro.group_size))
+  out.update(procedure_lib.procedure_metrics(task, ro.problems, ro.texts))
   return out
 
 
