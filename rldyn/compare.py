@@ -21,7 +21,8 @@ The report (`OUT/report.md`, `OUT/compare.json`, `OUT/*.png`) has: a table answe
 (held-out pass@1 and greedy accuracy of the base and the final policy, their change, final training
 accuracy, entropy by role, KL, response length, pass@k of the final checkpoint where replay ran, phase
 verdicts), the differences against the first arm, and plots of held-out pass@1/accuracy, training
-accuracy, entropy by role, KL, response length and final pass@k curves. A missing, empty or partial run
+accuracy, entropy by role, KL, strategy diversity and procedure errors, response length and final pass@k
+curves. A missing, empty or partial run
 is listed under "Problems" and left out of (or counted as far as it got in) the aggregates; it never
 stops the report.
 
@@ -323,15 +324,24 @@ def phase_verdict(run: Run) -> str:
   return "no arc: " + str(ph.get("reason", "")).split(". ")[0].rstrip(".")
 
 
-def curve(runs: Sequence[Run], key: str, evals: bool = False) -> dict[int, Estimate]:
-  """Step -> the seeds' mean and interval of `key` at that step (seeds that logged it)."""
+def curve(runs: Sequence[Run], key: str, evals: bool = False, smooth: int = 1) -> dict[int, Estimate]:
+  """Step -> the seeds' mean and interval of `key` at that step (seeds that logged it); an entropy-by-role
+  key reads each run's true-role signal where it logged one (TRUE_ROLE_KEYS). smooth > 1: each run's
+  values are first averaged over its last `smooth` logged values (a trailing mean, for display)."""
   by_step: dict[int, list[float]] = {}
   for r in runs:
-    for line in (r.evals if evals else r.metrics):
-      v = _value(line, key)
-      if "step" in line and math.isfinite(v):
-        by_step.setdefault(int(line["step"]), []).append(v)
+    lines = r.evals if evals else r.metrics
+    truth = None if evals else TRUE_ROLE_KEYS.get(key)
+    k = truth if truth and any(truth in m for m in lines) else key  # true roles where logged
+    pts = [(int(line["step"]), _value(line, k)) for line in lines if "step" in line]
+    pts = [(s, v) for s, v in pts if math.isfinite(v)]
+    for i, (s, _) in enumerate(pts):
+      window = [v for _, v in pts[max(0, i - smooth + 1):i + 1]]
+      by_step.setdefault(s, []).append(float(np.mean(window)))
   return {s: mean_ci(v) for s, v in sorted(by_step.items())}
+
+
+PLOT_SMOOTH = 10  # training-metric curves: each run's trailing mean over this many logged steps
 
 
 # ---- the report ----------------------------------------------------------------------------------------
@@ -345,8 +355,8 @@ def arm_summary(runs: Sequence[Run], run_means: Sequence[str] = ()) -> dict[str,
     out[f"base {label}"] = mean_ci([b for b, _ in pairs])
     out[f"final {label}"] = mean_ci([f for _, f in pairs])
     out[f"Δ {label}"] = mean_ci([f - b for b, f in pairs])
-  for key in ("accuracy", "entropy/execution", "entropy/planning", "strategy/entropy", "kl/k3",
-              "response_len/mean"):
+  for key in ("accuracy", "entropy/execution", "entropy/planning", "strategy/entropy",
+              "procedure/move_error_rate", "kl/k3", "response_len/mean"):
     out[f"final {key}"] = mean_ci([final_metric(r, key) for r in runs])
   for key in run_means:
     out[f"run mean {key}"] = mean_ci([final_metric(r, key, window=None) for r in runs])
@@ -441,7 +451,7 @@ def _plots(arms: dict[str, list[Run]], out_dir: str) -> list[tuple[str, str]]:
 
   def panel(ax, key, evals=False):
     for name, rs in arms.items():
-      c = curve(rs, key, evals)
+      c = curve(rs, key, evals, smooth=1 if evals else PLOT_SMOOTH)
       if not c:
         continue
       s = np.array(list(c))
@@ -458,13 +468,19 @@ def _plots(arms: dict[str, list[Run]], out_dir: str) -> list[tuple[str, str]]:
              ("entropy", "entropy by role", (("entropy/execution", False), ("entropy/planning", False))),
              ("kl", "KL to the reference", (("kl/k3", False), ("kl/k3/planning", False),
                                              ("kl/k3/execution", False), ("kl/k1", False))),
+             ("strategy", "strategy diversity and procedure errors",
+              (("strategy/entropy", False), ("strategy/first_move_entropy", False),
+               ("strategy/distinct_correct_per_prompt", False), ("procedure/move_error_rate", False))),
              ("length", "response length", (("response_len/mean", False),)))
   for fname, title, keys in figures:
     fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.6), squeeze=False)
     for ax, (key, ev) in zip(axes[0], keys):
       panel(ax, key, ev)
-    axes[0][0].legend(fontsize=7)
-    fig.suptitle(f"{title} (mean over seeds, 95 % t-interval)")
+    labelled = [ax for ax in axes[0] if ax.get_legend_handles_labels()[0]]
+    if labelled:
+      labelled[0].legend(fontsize=7)
+    fig.suptitle(f"{title} (mean over seeds, 95 % t-interval" + ("" if keys[0][1] else
+                 f"; each run's trailing mean over {PLOT_SMOOTH} steps") + ")")
     fig.tight_layout()
     path = os.path.join(out_dir, f"{fname}.png")
     fig.savefig(path, dpi=90)

@@ -113,7 +113,7 @@ def test_report_groups_seeds_and_aggregates(tmp_path):
   assert "Student-t" in md and "## Problems" in md
   # the verdict table, run by run: logged steps, each seed's own held-out changes, the verdict
   assert "| reward.name=ground_truth | `gt0` | 3 | +0.200 | +0.100 | arc: boundary 5 [4, 6] |" in md
-  for png in ("heldout", "train", "entropy", "kl", "length", "passk"):
+  for png in ("heldout", "train", "entropy", "kl", "strategy", "length", "passk"):
     assert os.path.getsize(os.path.join(out, f"{png}.png")) > 1000
 
 
@@ -231,3 +231,9 @@ def test_entropy_columns_read_the_true_roles_where_logged(tmp_path):
   assert compare.final_metric(ra, "entropy/execution") == pytest.approx(np.mean([1.0 - 0.1 * s for s in range(5, 10)]))
   assert compare.final_metric(rb, "entropy/execution") == pytest.approx(0.25 + 0.07)
   assert compare.final_metric(rb, "entropy/planning") == pytest.approx(0.5)
+  got = compare.curve([rb], "entropy/execution")
+  assert [got[s].mean for s in range(10)] == pytest.approx([0.25 + 0.01 * s for s in range(10)])
+  assert compare.curve([ra], "entropy/execution")[3].mean == pytest.approx(0.7)
+  # the display's trailing mean: step 3 averages steps 1-3 of the run
+  assert compare.curve([ra], "entropy/execution", smooth=3)[3].mean == pytest.approx(0.8)
+  assert compare.curve([ra], "entropy/execution", smooth=3)[0].mean == pytest.approx(1.0)
