@@ -22,8 +22,8 @@ The report (`OUT/report.md`, `OUT/compare.json`, `OUT/*.png`) has: a table answe
 accuracy, entropy by role, KL, response length, pass@k of the final checkpoint where replay ran, phase
 verdicts), the differences against the first arm, and plots of held-out pass@1/accuracy, training
 accuracy, entropy by role, KL, strategy diversity and procedure errors, response length and final pass@k
-curves. A missing, empty or partial run
-is listed under "Problems" and left out of (or counted as far as it got in) the aggregates; it never
+curves (training metrics as each run's trailing mean over PLOT_SMOOTH steps). A missing, empty or partial
+run is listed under "Problems" and left out of (or counted as far as it got in) the aggregates; it never
 stops the report.
 
 Entropy by role is read on the task's true roles: a run whose role tagger is not the truth (the placebo,
@@ -48,8 +48,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from rldyn import workdir as workdir_lib
 from rldyn import phases as phases_lib
+from rldyn import workdir as workdir_lib
 from rldyn.workdir import Workdir
 
 # Config keys that differ between seeds of one arm (or between copies of one run), not between arms.
