@@ -295,10 +295,20 @@ def final_passk(run: Run) -> tuple[dict[int, float], dict[int, float]]:
 
 def phase_verdict(run: Run) -> str:
   """One cell of the verdict table: arc or not, the boundary or best split with its interval and ΔBIC,
-  and, when there is no arc, which check failed (the signals' patterns in the detector's words)."""
+  and, when there is no arc, which check failed (the signals' patterns in the detector's words); for a
+  log whose task changes (a curriculum), each stage's own verdict after it."""
   ph = run.phases
   if ph is None:
     return "not run"
+  cell = _whole_log_verdict(ph)
+  if ph.get("stages"):
+    cell += " — each stage alone: " + "; ".join(
+        f"{st.get('first_step', 0):.0f}-{st.get('last_step', 0):.0f}: {st.get('summary', st.get('outcome'))}"
+        for st in ph["stages"])
+  return cell
+
+
+def _whole_log_verdict(ph: dict) -> str:
   dbic = ph.get("delta_bic")
   evid = "" if dbic is None else f", ΔBIC {dbic:.1f}"
   if ph.get("detected"):

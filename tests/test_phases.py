@@ -107,7 +107,7 @@ def test_phases_json_schema_exact():
     out = detect(recs).to_json()
     assert set(out) == {"detected", "boundary_step", "ci", "confidence", "signals", "reason",
                         "candidate_step", "candidate_ci", "delta_bic", "overlap_steps", "outcome",
-                        "failed_checks", "task_changes"}
+                        "failed_checks", "task_changes", "stages"}
     json.dumps(out, allow_nan=False)  # strict JSON: no NaN/inf anywhere
     assert isinstance(out["detected"], bool) and isinstance(out["reason"], str) and out["reason"]
     assert 0.0 <= out["confidence"] <= 1.0
@@ -436,17 +436,27 @@ def test_a_task_change_inside_the_log_is_not_the_arc(tmp_path):
   assert res.tau_candidate == pytest.approx(plain.tau_candidate)
   assert "a curriculum stage starts at step 250" in res.reason and "--from_step" in res.reason
   out = res.to_json()
+  json.dumps(out, allow_nan=False)
   assert out["task_changes"] == [250.0] and out["candidate_step"] is not None
   from rldyn import compare
   cell = compare.phase_verdict(compare.Run("x", {}, [], [], [], out, None, []))
-  assert cell.startswith("no verdict: the arc's shape at ") and cell.endswith("the task changes at step 250 (curriculum)")
+  assert cell.startswith("no verdict: the arc's shape at ") and "the task changes at step 250 (curriculum)" in cell
   # a change outside the judged span (before the first fitted step) is not counted
   assert detect([(t, r) for t, r in staged if t >= 260]).task_changes == ()
+  # each stage judged alone: stage 0 (steps 0-249) holds the whole arc, stage 1 (250-399) none of it
+  first, second = out["stages"]
+  assert (first["first_step"], first["last_step"], second["first_step"]) == (0.0, 249.0, 250.0)
+  assert first["outcome"] == "arc" and first["detected"] and second["outcome"] != "arc"
+  alone = detect([(t, r) for t, r in recs if t < 250])
+  assert first["candidate_step"] == pytest.approx(alone.tau_candidate)
+  assert first["summary"].startswith(f"arc at {alone.tau_candidate:.0f} [") and "steps 0-249: arc at" in res.reason
+  assert " — each stage alone: 0-249: arc at " in cell
   # a non-arc verdict keeps its outcome and gets the note
   noise = [(t, {**r, "curriculum/stage": float(t >= 100)}) for t, r in make_log(300, shape="noise", seed=1)[0]]
   nres = detect(noise)
-  assert nres.outcome == "no_change" and nres.reason.endswith(
-      "(curriculum/stage changes at step 100).") and "the task changes during the log" in nres.reason
+  assert nres.outcome == "no_change" and "the task changes during the log" in nres.reason
+  assert [st["first_step"] for st in nres.stages] == [0.0, 100.0]
+  assert all(st["outcome"] == "no_change" for st in nres.stages)
   # online: within stage 0 (steps 0-249, boundary ~200) the arc is the arc; once the log spans the stage
   # change the answer is task_change, as offline
   online = OnlinePhaseDetector(PhaseConfig(), refit_every=25)
@@ -464,7 +474,7 @@ def test_a_task_change_inside_the_log_is_not_the_arc(tmp_path):
                       "--out_dir", str(tmp_path / "s0"))
   assert first.returncode == 0, first.stderr
   s0 = json.loads((tmp_path / "s0" / "phases.json").read_text())
-  assert s0["task_changes"] == [] and s0["outcome"] == "arc"
+  assert s0["task_changes"] == [] and s0["outcome"] == "arc" and s0["stages"] == []
   second = _run_module("-m", "rldyn.phases", "--workdir", str(tmp_path), "--noplot", "--from_step", "250",
                        "--out_dir", str(tmp_path / "s1"))
   assert second.returncode == 0, second.stderr

@@ -48,7 +48,7 @@ def test_overlap_is_measured_and_reported():
   json.dumps(out, allow_nan=False)
   assert set(out) == {"detected", "boundary_step", "ci", "confidence", "signals", "reason",
                       "candidate_step", "candidate_ci", "delta_bic", "overlap_steps", "outcome",
-                      "failed_checks", "task_changes"}
+                      "failed_checks", "task_changes", "stages"}
   assert out["overlap_steps"] == r.overlap_steps and out["overlap_steps"] > 0
   assert out["outcome"] == "arc" and out["failed_checks"] == []
   sig = out["signals"][_PLAN]

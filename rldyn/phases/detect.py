@@ -195,6 +195,7 @@ class PhaseResult:
   outcome: str = "not_fitted"
   failed_checks: tuple[str, ...] = ()    # wrong_shape: "SIGNAL PATTERN" of each signal of a failing role
   task_changes: tuple[float, ...] = ()   # steps at which TASK_STAGE changes (the first step of a new stage)
+  stages: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # each stage judged alone
 
   def to_json(self) -> dict[str, Any]:
     return {
@@ -215,6 +216,7 @@ class PhaseResult:
         "outcome": self.outcome,
         "failed_checks": list(self.failed_checks),
         "task_changes": [float(x) for x in self.task_changes],
+        "stages": self.stages,
     }
 
   def verdict(self) -> str:
@@ -379,7 +381,7 @@ def fit_phases(series: Series, config: PhaseConfig = PhaseConfig()) -> PhaseResu
   """
   config, used, better = _resolve_fallbacks(series, config)
   result = _fit_phases(series, config)
-  _check_task_changes(result, series)
+  _check_task_changes(result, series, config)
   for alt, name in used.items():
     fit = result.signals[alt]
     fit.note = (fit.note + "; " if fit.note else "") + (
@@ -397,9 +399,35 @@ def task_changes(series: Series) -> tuple[float, ...]:
   return tuple(float(x) for x in steps[1:][np.diff(vals) != 0])
 
 
-def _check_task_changes(result: PhaseResult, series: Series) -> None:
+def stage_summary(res: PhaseResult) -> str:
+  """A few words for one stage's verdict: `arc at 40 [35, 45], dBIC 12.0`, `no change (dBIC -3.1)`, ..."""
+  dbic = "" if res.delta_bic is None or not math.isfinite(res.delta_bic) else f"dBIC {res.delta_bic:.1f}"
+  if res.outcome == "not_fitted":
+    return "not fitted (" + res.reason.split(". ")[0].split(":")[0].rstrip(".") + ")"
+  where = "" if res.tau_candidate is None else f" at {res.tau_candidate:.0f}" + (
+      "" if res.ci_candidate is None else f" [{res.ci_candidate[0]:.0f}, {res.ci_candidate[1]:.0f}]")
+  if res.outcome == "arc":
+    return f"arc{where}, {dbic}"
+  if res.outcome == "no_change":
+    return f"no change ({dbic})"
+  if res.outcome == "wrong_shape":
+    return f"change{where}, {dbic}, not the arc's shape ({'; '.join(res.failed_checks)})"
+  return f"change{where}, {dbic}, {res.outcome.replace('_', ' ')}"
+
+
+def _restrict(series: Series, lo: float, hi: float) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+  out = {}
+  for name, (steps, vals) in series.items():
+    steps, vals = np.asarray(steps, np.float64), np.asarray(vals, np.float64)
+    keep = (steps >= lo) & (steps < hi)
+    out[name] = (steps[keep], vals[keep])
+  return out
+
+
+def _check_task_changes(result: PhaseResult, series: Series, config: PhaseConfig) -> None:
   """A log whose task changes inside the judged span is not evidence of the arc: an arc becomes outcome
-  `task_change` (not detected); any other verdict gets a note. Judge one stage at a time instead."""
+  `task_change` (not detected); any other verdict gets a note. Each stage is then judged on its own
+  (`stages`; an arc inside one stage is an arc on a fixed task)."""
   lo = -math.inf if result.first_step is None else result.first_step
   hi = math.inf if result.last_step is None else result.last_step
   changes = tuple(x for x in task_changes(series) if lo < x <= hi)
@@ -407,8 +435,21 @@ def _check_task_changes(result: PhaseResult, series: Series) -> None:
   if not changes:
     return
   at = ", ".join(f"{x:.0f}" for x in changes)
-  advice = (f"Judge one stage at a time: rldyn.phases --from_step/--until_step at the stage boundaries "
-            f"({TASK_STAGE} changes at step {at}).")
+  bounds = [lo, *changes, hi + 1]
+  parts = []
+  for a, b in zip(bounds[:-1], bounds[1:]):
+    sub = _fit_phases(_restrict(series, a, b), config)
+    parts.append(f"steps {a:.0f}-{b - 1:.0f}: {stage_summary(sub)}")
+    result.stages.append({"first_step": float(a), "last_step": float(b - 1), "outcome": sub.outcome,
+                          "detected": bool(sub.detected), "summary": stage_summary(sub),
+                          "candidate_step": _finite_or_none(sub.tau_candidate),
+                          "candidate_ci": (None if sub.ci_candidate is None
+                                           or not all(map(math.isfinite, sub.ci_candidate))
+                                           else [float(sub.ci_candidate[0]), float(sub.ci_candidate[1])]),
+                          "delta_bic": _finite_or_none(sub.delta_bic),
+                          "failed_checks": list(sub.failed_checks)})
+  advice = (f"Each stage judged alone ({TASK_STAGE} changes at step {at}; any window: rldyn.phases "
+            "--from_step/--until_step): " + "; ".join(parts) + ".")
   if result.detected:
     result.detected = False
     result.outcome = "task_change"
