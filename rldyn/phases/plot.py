@@ -25,6 +25,8 @@ def plot_phases(result: PhaseResult, path: str) -> None:
   color = "tab:green" if result.detected else "tab:gray"
 
   def mark(ax):
+    for i, x in enumerate(result.task_changes):  # curriculum stage changes: the task, not the policy
+      ax.axvline(x, color="tab:brown", lw=1.0, ls="-.", label="task change (curriculum)" if i == 0 else None)
     if tau is None:
       return
     ax.axvline(tau, color=color, lw=1.5, ls="-" if result.detected else ":")
@@ -64,10 +66,14 @@ def plot_phases(result: PhaseResult, path: str) -> None:
     ax.legend(fontsize=6)
     mark(ax)
   axes[-1].set_xlabel("step")
-  head = "two-phase arc detected" if result.detected else "no two-phase arc"
+  head = "two-phase arc detected" if result.detected else (
+      "no verdict: the arc's shape across a task change" if result.outcome == "task_change" else
+      "no two-phase arc")
   extra = ""
+  if result.task_changes:
+    extra = " (task changes at step " + ", ".join(f"{x:.0f}" for x in result.task_changes) + ")"
   if result.detected:
-    extra = (f": boundary {result.boundary_step}, CI {list(result.ci)}, "
+    extra += (f": boundary {result.boundary_step}, CI {list(result.ci)}, "
              f"confidence {result.confidence:.2f}")
   fig.suptitle(head + extra, fontsize=11)
   fig.tight_layout()
