@@ -23,7 +23,10 @@ Variants (append `,smoke` for the CPU/CI size, e.g. `rare_long,smoke`):
              3 numbers for the first 200 steps, 4 to step 400, then 5 (`rl.curriculum`; the held-out
              evaluation stays on 4 numbers), with dynamic sampling (groups whose rewards are all equal
              are dropped and refilled). With 8 responses per prompt and 0/1 rewards that keeps exactly
-             the prompts with pass rate 1/8 .. 7/8, i.e. the [0.1, 0.9] band of the recipe.
+             the prompts with pass rate 1/8 .. 7/8, i.e. the [0.1, 0.9] band of the recipe. The
+             README's runs use 80-step stages (`--config.rl.steps=240
+             --config.rl.curriculum=num_count=3@0,4@80,5@160`); 5 numbers proved past this base's
+             edge (no correct sample, so no gradient), so they stop at step 160.
   passk      `diverse` with pass@k advantages (k = 4): rewards a group for its best response.
   distinct   `diverse` with an outcome-level bonus for distinct correct solutions (reward
              `distinct_correct`, β = 0.5: a correct response earns 1 + β/m when m correct responses of

@@ -357,13 +357,14 @@ def test_role_stats_of_a_placebo_run_keep_the_true_role_entropies():
   from rldyn.tasks import EXECUTION, PLANNING  # pylint: disable=g-import-not-at-top
   task = make_task("countdown")
   rng = np.random.default_rng(5)
-  texts = [task.reference_trace(task.sample_problem(rng), rng) for _ in range(4)]
+  problems = [task.sample_problem(rng) for _ in range(4)]
+  texts = [task.reference_trace(p, rng) for p in problems]
   ids = [task.tokenizer.encode(t) for t in texts]
   n = max(len(x) for x in ids) + 3
   ent = rng.random((4, n)).astype(np.float32)
   mask = np.arange(n)[None, :] < np.array([len(x) for x in ids])[:, None]
   ro = types.SimpleNamespace(ids=ids, texts=texts, entropy_BN=ent, mask_BN=mask, correct_B=np.ones(4, bool),
-                             group_size=4)
+                             group_size=4, problems=problems)
   truth = [task.token_roles(x) for x in ids]
   want = {r: np.mean(np.concatenate([ent[i, :len(x)][truth[i] == r] for i, x in enumerate(ids)]))
           for r in (PLANNING, EXECUTION)}
@@ -376,6 +377,8 @@ def test_role_stats_of_a_placebo_run_keep_the_true_role_entropies():
     for i, r in enumerate(tagger(ids, texts, 0)):
       roles_BN[i, :len(r)] = r
     out = credit.role_stats(cfg, task, tagger, ro, roles_BN)
+    from rldyn.metrics import procedure  # pylint: disable=g-import-not-at-top
+    assert {k: out[k] for k in out if k.startswith("procedure/")} == procedure.procedure_metrics(task, problems, texts)
     if tagger_name == "structural":
       assert not [k for k in out if k.startswith("truth/")]
     else:
