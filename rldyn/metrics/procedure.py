@@ -28,7 +28,10 @@ import json
 import math
 import re
 from collections.abc import Sequence
+from fractions import Fraction
 from typing import Any
+
+from rldyn.tasks import expr as expr_lib
 
 MAX_DIGITS = 12
 _N = r"(\d{1,%d})" % MAX_DIGITS
@@ -40,15 +43,10 @@ _ARITHMETIC_STEP = re.compile(rf"\b{_N} ([-+*]) {_N} = {_N}")
 TASKS = ("countdown", "arithmetic")
 
 
-def _exact(a: int, op: str, b: int) -> int | None:
-  """A op B as the traces write it (an integer), or None when it is not an integer (inexact /, / 0)."""
-  if op == "+":
-    return a + b
-  if op == "-":
-    return a - b
-  if op == "*":
-    return a * b
-  return a // b if b and a % b == 0 else None
+def _value(a: int, op: str, b: int) -> Fraction | None:
+  """A op B exactly (`expr.apply`); None for a division by zero. A written result is right iff it equals
+  this, so an inexact `/` is always wrong (the traces write integers)."""
+  return None if op == "/" and b == 0 else expr_lib.apply(op, a, b)
 
 
 def countdown_counts(text: str, target: int) -> tuple[int, int, int, int]:
@@ -57,7 +55,7 @@ def countdown_counts(text: str, target: int) -> tuple[int, int, int, int]:
   for m in _COUNTDOWN_MOVE.finditer(text):
     a, op, b, r, _, verdict = m.groups()
     moves += 1
-    wrong += _exact(int(a), op, int(b)) != int(r)
+    wrong += _value(int(a), op, int(b)) != int(r)
     if verdict:
       verdicts += 1
       wrong_verdicts += (int(r) == target) != (verdict == "goal")
@@ -70,7 +68,7 @@ def arithmetic_counts(text: str) -> tuple[int, int]:
   for m in _ARITHMETIC_STEP.finditer(text):
     a, op, b, r = m.groups()
     steps += 1
-    wrong += _exact(int(a), op, int(b)) != int(r)
+    wrong += _value(int(a), op, int(b)) != int(r)
   return steps, wrong
 
 
