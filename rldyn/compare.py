@@ -270,12 +270,16 @@ def base_and_final(run: Run, key: str) -> tuple[float, float]:
 TRUE_ROLE_KEYS = {"entropy/execution": "truth/entropy/execution", "entropy/planning": "truth/entropy/planning"}
 
 
+def _true_role_key(lines: Sequence[dict], key: str) -> str:
+  """`key`, or its true-role signal (TRUE_ROLE_KEYS) where the run's lines have one."""
+  truth = TRUE_ROLE_KEYS.get(key)
+  return truth if truth and any(truth in m for m in lines) else key
+
+
 def final_metric(run: Run, key: str, window: int | None = FINAL_METRIC_WINDOW) -> float:
   """The mean of `key` over the run's last `window` logged values (None: over all of them); for an
   entropy-by-role key, the true-role signal where the run logged one (TRUE_ROLE_KEYS)."""
-  truth = TRUE_ROLE_KEYS.get(key)
-  if truth and any(truth in m for m in run.metrics):
-    key = truth
+  key = _true_role_key(run.metrics, key)
   vals = [_value(m, key) for m in run.metrics]
   vals = [v for v in vals if math.isfinite(v)]
   vals = vals[-window:] if window else vals
@@ -341,8 +345,7 @@ def curve(runs: Sequence[Run], key: str, evals: bool = False, smooth: int = 1) -
   by_step: dict[int, list[float]] = {}
   for r in runs:
     lines = r.evals if evals else r.metrics
-    truth = None if evals else TRUE_ROLE_KEYS.get(key)
-    k = truth if truth and any(truth in m for m in lines) else key  # true roles where logged
+    k = key if evals else _true_role_key(lines, key)
     pts = [(int(line["step"]), _value(line, k)) for line in lines if "step" in line]
     pts = [(s, v) for s, v in pts if math.isfinite(v)]
     for i, (s, _) in enumerate(pts):

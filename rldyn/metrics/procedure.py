@@ -79,14 +79,11 @@ def procedure_metrics(task: Any, problems: Sequence[Any], texts: Sequence[str]) 
     return {}
   if len(problems) != len(texts):
     raise ValueError(f"{len(problems)} problems for {len(texts)} responses")
-  moves = wrong = verdicts = wrong_verdicts = 0
-  for p, t in zip(problems, texts):
-    if task.name == "countdown":
-      c = countdown_counts(t, int(json.loads(p.data)["target"]))
-      moves, wrong, verdicts, wrong_verdicts = (x + y for x, y in zip((moves, wrong, verdicts, wrong_verdicts), c))
-    else:
-      s, w = arithmetic_counts(t)
-      moves, wrong = moves + s, wrong + w
+  if task.name == "countdown":
+    counts = [countdown_counts(t, int(json.loads(p.data)["target"])) for p, t in zip(problems, texts)]
+  else:
+    counts = [arithmetic_counts(t) + (0, 0) for t in texts]  # no verdicts
+  moves, wrong, verdicts, wrong_verdicts = (sum(c) for c in zip(*counts)) if counts else (0, 0, 0, 0)
   rate = lambda num, den: num / den if den else math.nan  # noqa: E731
   out = {"procedure/move_error_rate": rate(wrong, moves),
          "procedure/moves_per_response": rate(moves, len(texts))}

@@ -34,6 +34,7 @@ from fractions import Fraction
 import numpy as np
 
 from rldyn.config import RewardConfig
+from rldyn.metrics import strategy as strategy_lib
 from rldyn.registry import Registry
 from rldyn.tasks import expr as expr_lib
 from rldyn.tasks.base import Problem, Task
@@ -184,8 +185,7 @@ def solution_key(task: Task, text: str) -> Hashable:
   counts), so `(3 + 5) + 7` and `7 + (5 + 3)` are one solution and `3 * 5 - 7` another."""
   if task.name not in SOLUTION_TASKS:
     raise ValueError(f"task {task.name!r} has no solution key; valid: {', '.join(SOLUTION_TASKS)}")
-  from rldyn.metrics.strategy import countdown_solution  # noqa: PLC0415 (metrics imports the tasks)
-  return countdown_solution(text)
+  return strategy_lib.countdown_solution(text)
 
 
 @REWARDS.register("distinct_correct")
