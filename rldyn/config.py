@@ -46,6 +46,8 @@ DEFAULT_TASK_OPTIONS = (
     ("budget", 8),  # most tries in a reference trace before it says `fail`
     ("echo_target", True),  # the last move restates the target before `goal`/`no` (robust base: README)
     ("error_rate", 0.1),  # P(a written intermediate result is wrong) in reference traces
+    ("long_budget", 0),  # > budget: the share long_budget_rate of reference traces searches this long
+    ("long_budget_rate", 0.0),  # (0 = every trace stops at budget)
     ("max_error", 3),  # a wrong result is off by 1..max_error
     ("max_number", 12),  # numbers are drawn from 1..max_number
     ("max_target", 60),  # targets lie in 1..max_target

@@ -182,6 +182,23 @@ def test_countdown_budget_caps_tries():
     assert trace.count("try") <= 3
 
 
+def test_countdown_long_budget_share():
+  """A share long_budget_rate of traces searches up to long_budget tries; rate 0 leaves the stream alone."""
+  task = tasks.make_task("countdown", budget=3, long_budget=7, long_budget_rate=0.3)
+  tries = np.array([t.count("try") for _, t in _samples(task, 2000)])
+  assert tries.max() == 7 and (tries <= 7).all()
+  # Traces that stop at 3 tries (budget or solved) vs those that ran past: the share reaching try 4 is
+  # at most the long share, and near it (most 3-try searches are not done after 3 tries).
+  assert 0.15 < (tries > 3).mean() <= 0.33
+  plain = [t for _, t in _samples(tasks.make_task("countdown", budget=3), 50)]
+  off = [t for _, t in _samples(tasks.make_task("countdown", budget=3, long_budget=7), 50)]
+  assert off == plain
+  with pytest.raises(ValueError, match="long_budget must exceed budget"):
+    tasks.make_task("countdown", budget=8, long_budget=8, long_budget_rate=0.3)
+  with pytest.raises(ValueError, match="long_budget_rate must be in"):
+    tasks.make_task("countdown", long_budget=20, long_budget_rate=1.5)
+
+
 def test_countdown_roles():
   task = tasks.make_task("countdown")
   for _, trace in _samples(task, 100):

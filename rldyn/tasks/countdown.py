@@ -83,6 +83,10 @@ class CountdownConfig:
   max_number: int = 20  # Numbers are drawn uniformly from 1..max_number.
   max_target: int = 100  # Targets lie in 1..max_target.
   budget: int = 12  # Most `try`s in a reference trace before it says `fail`.
+  # A share `long_budget_rate` of reference traces (drawn per trace) search up to `long_budget` tries
+  # instead (0 / 0.0 = off; the trace's random stream is then what it was without these knobs).
+  long_budget: int = 0
+  long_budget_rate: float = 0.0
   error_rate: float = 0.1  # P(a written result is wrong); the error propagates.
   max_error: int = 3  # A wrong result is off by 1..max_error (stays positive).
   # (strategy, weight) pairs, or a mapping; a strategy is drawn per trace.
@@ -97,6 +101,11 @@ class CountdownConfig:
       raise ValueError("max_number and max_target must be >= 1")
     if self.budget < 1:
       raise ValueError(f"budget must be >= 1, got {self.budget}")
+    if not 0.0 <= self.long_budget_rate <= 1.0:
+      raise ValueError(f"long_budget_rate must be in [0, 1], got {self.long_budget_rate}")
+    if self.long_budget_rate > 0 and self.long_budget <= self.budget:
+      raise ValueError(f"long_budget must exceed budget ({self.budget}) when long_budget_rate > 0, "
+                       f"got {self.long_budget}")
     if not 0.0 <= self.error_rate <= 1.0:
       raise ValueError(f"error_rate must be in [0, 1], got {self.error_rate}")
     if self.max_error < 1:
@@ -184,9 +193,13 @@ class CountdownTask(base.Task):
 
   def reference_trace(self, problem: base.Problem,
                       rng: np.random.Generator) -> str:
+    c = self.config
     data = json.loads(problem.data)
-    search = _Search(self.config, data["target"],
-                     base.choose(rng, self.config.strategy_mix), rng)
+    strategy = base.choose(rng, c.strategy_mix)
+    budget = c.budget
+    if c.long_budget_rate > 0 and rng.random() < c.long_budget_rate:
+      budget = c.long_budget
+    search = _Search(c, data["target"], strategy, rng, budget)
     numbers = data["numbers"]
     solution = search.run([(n, n) for n in numbers])
     if solution is None:
@@ -248,10 +261,11 @@ class _Search:
   """One depth-first search writing a trace; `out` collects the lines."""
 
   def __init__(self, config: CountdownConfig, target: int, strategy: str,
-               rng: np.random.Generator):
+               rng: np.random.Generator, budget: int):
     self.config = config
     self.target = target
     self.strategy = strategy
+    self.budget = budget
     self.rng = rng
     self.tries = 0
     self.pending_backs = 0  # Levels popped since the last `try`.
@@ -278,7 +292,7 @@ class _Search:
     """Searches below `state`; the solution expression, or None."""
     moves = self._order(_moves([v for v, _ in state]))
     for m in moves:
-      if self.tries >= self.config.budget:
+      if self.tries >= self.budget:
         return None
       self.tries += 1
       self.out.extend(["back"] * self.pending_backs)
