@@ -3,6 +3,9 @@
     python -m rldyn.main --config=experiments/pretrain.py --workdir=/tmp/rldyn/base
     python -m rldyn.main --config=experiments/pretrain.py:smoke --workdir=/tmp/rldyn/base_smoke
 
+Variants: '' (the default study's base), smoke (seconds; CI), persist (the base of two_phase.py:persist:
+30 % of its reference traces search up to 12 tries instead of 8).
+
 Writes WORKDIR/base/ (params, info.json with held-out greedy accuracy and sampled pass@1); an RL study
 reuses it with --config.base_workdir=WORKDIR.
 """
@@ -15,6 +18,8 @@ def get_config(arg: str = ""):
   c.stage = "pretrain"
   if arg == "smoke":
     config_lib.shrink(c)
+  elif arg == "persist":
+    config_lib.persist(c)
   elif arg:
-    raise ValueError(f"unknown variant {arg!r}; valid: '' (default), smoke")
+    raise ValueError(f"unknown variant {arg!r}; valid: '' (default), smoke, persist")
   return c

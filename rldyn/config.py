@@ -46,8 +46,8 @@ DEFAULT_TASK_OPTIONS = (
     ("budget", 8),  # most tries in a reference trace before it says `fail`
     ("echo_target", True),  # the last move restates the target before `goal`/`no` (robust base: README)
     ("error_rate", 0.1),  # P(a written intermediate result is wrong) in reference traces
-    ("long_budget", 0),  # > budget: the share long_budget_rate of reference traces searches this long
-    ("long_budget_rate", 0.0),  # (0 = every trace stops at budget)
+    ("long_budget", 0),  # > budget: the share long_budget_rate of reference traces searches this long instead
+    ("long_budget_rate", 0.0),  # (0 = every trace stops at budget; the `persist` world sets both: persist())
     ("max_error", 3),  # a wrong result is off by 1..max_error
     ("max_number", 12),  # numbers are drawn from 1..max_number
     ("max_target", 60),  # targets lie in 1..max_target
@@ -417,6 +417,17 @@ def shrink(c: config_dict.ConfigDict) -> None:
   c.eval.samples = 2
   c.checkpoint.every = 2
   c.log.every = 1
+
+
+def persist(c: config_dict.ConfigDict) -> None:
+  """The `persist` world (experiments/pretrain.py:persist, two_phase.py:persist): 30 % of the base's
+  reference traces search up to 12 tries before they say `fail` instead of 8, and responses get 160 new
+  tokens, room for a search past 12 tries. The base gives up after 8 tries most of the time, as before; RL
+  learns that giving up never pays and searches on, which moves greedy accuracy as well as sampled pass@1
+  (README, "RL learns not to give up")."""
+  c.task.options.long_budget = 12
+  c.task.options.long_budget_rate = 0.3
+  c.sampling.max_new_tokens = 160
 
 
 def arm_variant(arg: str, arms: tuple[str, ...], default_arm: str

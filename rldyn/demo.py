@@ -20,7 +20,7 @@ from rldyn.experiments import two_phase
 from rldyn.workdir import Workdir
 
 _WORKDIR = flags.DEFINE_string("workdir", "runs/demo", "Where the demo run lives.")
-_VARIANT = flags.DEFINE_string("variant", "", "experiments/two_phase.py variant ('' or smoke).")
+_VARIANT = flags.DEFINE_string("variant", "", "experiments/two_phase.py variant: '', smoke or persist.")
 
 
 def main(argv):

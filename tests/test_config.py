@@ -82,6 +82,27 @@ def test_defaults_live_in_one_place():
   assert cfg.task.kwargs["strategy_mix"] == {"greedy": 0.5, "dfs": 0.25, "random": 0.25}
 
 
+def test_persist_variant_is_one_world_for_base_and_rl():
+  """experiments/pretrain.py:persist and two_phase.py:persist build the same world (config.persist)."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  worlds = []
+  for name in ("pretrain", "two_phase"):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "experiments", f"{name}.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    cfg = config_lib.load(mod.get_config("persist"), vocab_size=33, pad_id=0, stop_tokens=(2,))
+    worlds.append((cfg.task, cfg.sampling.max_new_tokens, cfg.model))
+    with pytest.raises(ValueError, match="valid: '' \\(default\\), smoke, persist"):
+      mod.get_config("persits")
+  assert worlds[0] == worlds[1]
+  task_cfg, max_new, _ = worlds[0]
+  assert (task_cfg.kwargs["budget"], task_cfg.kwargs["long_budget"], task_cfg.kwargs["long_budget_rate"],
+          max_new) == (8, 12, 0.3, 160)
+  # the default world is untouched: every trace stops at 8 tries
+  plain = config_lib.load(config_lib.default(), vocab_size=33, pad_id=0, stop_tokens=(2,))
+  assert plain.task.kwargs["long_budget_rate"] == 0.0 and plain.sampling.max_new_tokens == 128
+
+
 def test_missing_and_unknown_keys_are_rejected_with_the_valid_ones():
   d = config_lib.default().to_dict()
   del d["rl"]["optim"]["b2"]

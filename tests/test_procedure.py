@@ -39,7 +39,10 @@ def test_metrics_pool_over_the_batch_and_skip_other_tasks():
            "junk"]
   got = P.procedure_metrics(task, [p] * 4, texts)
   assert got == pytest.approx({"procedure/move_error_rate": 1 / 5, "procedure/verdict_error_rate": 1 / 2,
-                               "procedure/moves_per_response": 5 / 4})
+                               "procedure/moves_per_response": 5 / 4, "procedure/gave_up_rate": 3 / 4})
+  assert [P.gave_up(t) for t in ("fail", "try 4 + 4 = 8 left 8 , 11 fail ", "try 4 + 4 = 8 left 8 , 11",
+                                 "try 1 + 1 = 2 goal answer 1 + 1", "nofail")] == [True, True, False, False,
+                                                                                   False]
   none = P.procedure_metrics(task, [p], ["fail"])
   assert math.isnan(none["procedure/move_error_rate"]) and math.isnan(none["procedure/verdict_error_rate"])
   assert P.procedure_metrics(types.SimpleNamespace(name="textmath"), [p], ["1 + 1 = 3"]) == {}

@@ -12,6 +12,8 @@ confidently wrong). Where a task's traces state checkable steps, the real thing 
                                   goal` with target 31 is wrong); a wrong result judged consistently is
                                   a move error, not a verdict error
     procedure/moves_per_response  written steps per response (context for the rates)
+    procedure/gave_up_rate        countdown only: responses that end in `fail` (the search gave up) over
+                                  responses; a response cut off by the token budget has not given up
 
 Counted over every response of the step (or of a replay probe), pooled: a rate is errors / opportunities
 over the batch, so long responses weigh by their steps. A batch with no step of the kind gives NaN
@@ -89,4 +91,10 @@ def procedure_metrics(task: Any, problems: Sequence[Any], texts: Sequence[str]) 
          "procedure/moves_per_response": rate(moves, len(texts))}
   if task.name == "countdown":
     out["procedure/verdict_error_rate"] = rate(wrong_verdicts, verdicts)
+    out["procedure/gave_up_rate"] = rate(sum(gave_up(t) for t in texts), len(texts))
   return out
+
+
+def gave_up(text: str) -> bool:
+  """Whether a countdown response ends in `fail`: its search stopped without an answer."""
+  return text.rstrip().endswith(" fail") or text.strip() == "fail"

@@ -105,7 +105,7 @@ class CountdownConfig:
       raise ValueError(f"long_budget_rate must be in [0, 1], got {self.long_budget_rate}")
     if self.long_budget_rate > 0 and self.long_budget <= self.budget:
       raise ValueError(f"long_budget must exceed budget ({self.budget}) when long_budget_rate > 0, "
-                       f"got {self.long_budget}")
+                       f"got {self.long_budget} (long_budget_rate=0 gives every trace one budget)")
     if not 0.0 <= self.error_rate <= 1.0:
       raise ValueError(f"error_rate must be in [0, 1], got {self.error_rate}")
     if self.max_error < 1:
