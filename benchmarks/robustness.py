@@ -4,6 +4,7 @@
     python benchmarks/robustness.py --root=/tmp/rldyn/robustness --jobs=2   # two runs at a time
     python benchmarks/robustness.py --root=... --variants=default,avx2,dev2 --seeds=0,1 --rl_seeds=
     python benchmarks/robustness.py --root=/tmp/rldyn/rob_smoke --config_variant=smoke --seeds=0,1 --rl_seeds=0
+    python benchmarks/robustness.py --root=/tmp/rldyn/persist --config_variant=persist   # the persist world
 
 Each run is an ordinary command-line launch in its own workdir, run as a subprocess:
 
@@ -129,7 +130,8 @@ def main(argv=None) -> int:
   ap.add_argument("--rl_seeds", default="0,1,2", help="RL seeds (each on the default-variant base of its "
                   "seed, which is trained first if the base matrix lacks it); empty = no RL runs")
   ap.add_argument("--config_variant", default="", help="variant of experiments/pretrain.py and two_phase.py "
-                  "('' = the default study; smoke = seconds, to check this script)")
+                  "('' = the default study; smoke = seconds, to check this script; persist = README "
+                  "'RL learns not to give up')")
   ap.add_argument("--jobs", type=int, default=1, help="runs at a time")
   ap.add_argument("--nice", type=int, default=5, help="niceness of the launches")
   args, extra = ap.parse_known_args(argv)
