@@ -10,7 +10,7 @@ Pretrains a small base model on imperfect countdown search traces (unless the wo
   smoke   seconds; CI
   persist the default with a base whose traces sometimes search longer (30 % up to 12 tries instead of
           8) and 160 new tokens (config.persist): RL learns not to give up, so greedy accuracy moves too.
-          Pretrain its base with experiments/pretrain.py:persist. The candidate default (README).
+          Pretrain its base with experiments/pretrain.py:persist. Its RL gain is robust, its base not yet (README).
 """
 
 from rldyn import config as config_lib
