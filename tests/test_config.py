@@ -84,12 +84,9 @@ def test_defaults_live_in_one_place():
 
 def test_persist_variant_is_one_world_for_base_and_rl():
   """experiments/pretrain.py:persist and two_phase.py:persist build the same world (config.persist)."""
-  import importlib.util  # pylint: disable=g-import-not-at-top
+  from rldyn.experiments import pretrain, two_phase  # pylint: disable=g-import-not-at-top
   worlds = []
-  for name in ("pretrain", "two_phase"):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "experiments", f"{name}.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+  for mod in (pretrain, two_phase):
     cfg = config_lib.load(mod.get_config("persist"), vocab_size=33, pad_id=0, stop_tokens=(2,))
     worlds.append((cfg.task, cfg.sampling.max_new_tokens, cfg.model))
     with pytest.raises(ValueError, match="valid: '' \\(default\\), smoke, persist"):

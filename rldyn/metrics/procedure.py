@@ -97,4 +97,4 @@ def procedure_metrics(task: Any, problems: Sequence[Any], texts: Sequence[str]) 
 
 def gave_up(text: str) -> bool:
   """Whether a countdown response ends in `fail`: its search stopped without an answer."""
-  return text.rstrip().endswith(" fail") or text.strip() == "fail"
+  return text.split()[-1:] == ["fail"]
