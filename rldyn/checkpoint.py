@@ -109,6 +109,13 @@ class _NoItemNotices(logging.Filter):
     return "could not be restored" not in str(record.msg)
 
 
+class _NoReadOnlyNotices(logging.Filter):
+  """A read-only manager warns about each option it turns off, and that the directory is read-only."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return "read_only=True" not in str(record.msg) and "read only" not in str(record.msg)
+
+
 @contextlib.contextmanager
 def _quiet_orbax():
   """Reading item metadata without handler args makes orbax warn about every item; that is expected."""
@@ -137,21 +144,34 @@ class Checkpointer:
   """Saves and restores (state pytree, meta dict) pairs under `directory`."""
 
   def __init__(self, directory: str, keep: int = -1, async_save: bool = True,
-               on_event: EventFn | None = None):
-    """keep: the newest checkpoints kept (-1 = all). on_event(name, step, **fields) reports saves."""
+               on_event: EventFn | None = None, read_only: bool = False):
+    """keep: the newest checkpoints kept (-1 = all). on_event(name, step, **fields) reports saves.
+
+    read_only: for readers (replay, launch checks) of a workdir another process may be writing: nothing
+    is created, saved or deleted. A writer removes the half-written (tmp) checkpoints of a killed run
+    when it starts; a reader must not, for they may be the live writer's save in flight.
+    """
     self.directory = os.path.abspath(directory) if writers.is_local(directory) else str(directory).rstrip("/")
     self._on_event = on_event or (lambda *a, **k: None)
     self._pending: list[int] = []  # saves started but not yet confirmed committed
-    options = ocp.CheckpointManagerOptions(max_to_keep=None if keep == -1 else keep, create=True,
-                                           cleanup_tmp_directories=True,
-                                           enable_async_checkpointing=async_save)
-    self._mngr = ocp.CheckpointManager(self.directory, options=options)
+    self.read_only = read_only
+    quiet = _NoReadOnlyNotices()
+    logging.getLogger("absl").addFilter(quiet)
+    try:
+      options = ocp.CheckpointManagerOptions(max_to_keep=None if keep == -1 or read_only else keep,
+                                             create=not read_only, cleanup_tmp_directories=not read_only,
+                                             read_only=read_only, enable_async_checkpointing=async_save)
+      self._mngr = ocp.CheckpointManager(self.directory, options=options)
+    finally:
+      logging.getLogger("absl").removeFilter(quiet)
 
   def steps(self) -> list[int]:
     return sorted(self._mngr.all_steps())
 
   def save(self, step: int, state: Any, meta: dict) -> None:
     """Starts an (async) save; the previous save is confirmed (manifest, event) first."""
+    if self.read_only:
+      raise RuntimeError(f"{self.directory} was opened read-only; it cannot save step {step}")
     self._confirm()
     self._mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                   meta=ocp.args.JsonSave(meta)), force=True)
@@ -245,7 +265,7 @@ class Checkpointer:
 
   def _quarantine(self, step: int) -> None:
     """Moves an unreadable checkpoint to checkpoints.corrupt/ so the step can be saved again."""
-    if writers.is_writer():
+    if writers.is_writer() and not self.read_only:
       aside = epath.Path(self.directory + ".corrupt")
       aside.mkdir(parents=True, exist_ok=True)
       src = epath.Path(os.path.join(self.directory, str(step)))

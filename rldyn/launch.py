@@ -316,7 +316,7 @@ def check_checkpoints(cfg: Config, wd: Workdir) -> None:
     return
   mesh = parallel.make_mesh(cfg.mesh)
   target = state_lib.abstract_rl_tree(cfg.model, cfg.rl.optim, cfg.rl.steps, mesh)
-  ckpt = wd.checkpointer(async_save=False)
+  ckpt = wd.checkpointer(async_save=False, read_only=True)  # not locked yet: a live run may be saving
   try:
     ckpt.check_compatible(steps[-1], target)
   except ckpt_lib.IncompatibleCheckpoint as e:

@@ -333,14 +333,16 @@ class Workdir:
       names = [p.name for p in d.iterdir()] if d.exists() else []
     return sorted(int(n) for n in names if n.isdigit())
 
-  def checkpointer(self, keep: int = -1, async_save: bool = True, on_event=None):
+  def checkpointer(self, keep: int = -1, async_save: bool = True, on_event=None, read_only: bool = False):
+    """The RL checkpoints; read_only for a reader (the run writing them may still be live)."""
     from rldyn import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
-    return ckpt_lib.Checkpointer(self.checkpoints_dir, keep=keep, async_save=async_save, on_event=on_event)
+    return ckpt_lib.Checkpointer(self.checkpoints_dir, keep=keep, async_save=async_save, on_event=on_event,
+                                 read_only=read_only)
 
   def checkpoint_state(self, step: int, cfg, mesh) -> tuple[dict, dict]:
     """(tree, meta) of RL checkpoint `step`: tree = {state: {params, opt_state}, ref_params}."""
     from rldyn import state as state_lib  # pylint: disable=g-import-not-at-top
-    ckpt = self.checkpointer(async_save=False)
+    ckpt = self.checkpointer(async_save=False, read_only=True)
     try:
       return ckpt.restore(step, state_lib.abstract_rl_tree(cfg.model, cfg.rl.optim, cfg.rl.steps, mesh))
     finally:

@@ -183,16 +183,46 @@ def test_sigterm_at_a_random_step_checkpoints_exits_75_and_resumes_exactly(refer
 
 def test_a_second_writer_is_refused_while_the_first_runs(reference, smoke_base, tmp_path):
   d = str(tmp_path / "run")
+  first_err = open(tmp_path / "first.stderr", "w+")  # a file, not a pipe: nobody reads it while it runs
   proc = subprocess.Popen(_cmd(d, smoke_base), cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL)
+                          stderr=first_err)
   _wait_for_lines(os.path.join(d, "metrics.jsonl"), 1, proc)
   assert proc.poll() is None, "the first run ended before the second could race it"
   with pytest.raises(WorkdirBusy, match=f"in use by pid {proc.pid}"):
     launch.run(_config(smoke_base), d)
   second = subprocess.run(_cmd(d, smoke_base), cwd=ROOT, env=_env(), capture_output=True, text=True)
-  assert second.returncode == 2 and "is in use by pid" in second.stderr
-  assert proc.wait(timeout=300) == 0
+  assert second.returncode == 2 and "is in use by pid" in second.stderr, second.stderr[-3000:]
+  rc = proc.wait(timeout=300)
+  first_err.seek(0)
+  assert rc == 0, f"the first run exited {rc}:\n{first_err.read()[-5000:]}"
   _assert_recovered(d, reference)
+
+
+def test_a_reader_leaves_the_save_in_flight_of_a_live_run_alone(tmp_path):
+  """A refused launch, replay or validation opens a workdir another process may be saving into. Opening it
+  as a writer removes every half-written (tmp) checkpoint, the live run's save in flight included, and
+  that run then dies at its next save (how a refused second launch once killed the first)."""
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from rldyn import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
+  wd = Workdir(str(tmp_path / "run"))
+  tree = {"w": jnp.arange(4.0)}
+  writer = wd.checkpointer(async_save=False)
+  writer.save(1, tree, {"step": 1})
+  writer.close()
+  in_flight = os.path.join(wd.checkpoints_dir, "2.orbax-checkpoint-tmp-1700000000")
+  os.makedirs(in_flight)
+  reader = wd.checkpointer(async_save=False, read_only=True)
+  _, meta = reader.restore(1, ckpt_lib.abstract_like(tree))
+  assert meta["step"] == 1 and reader.steps() == [1]
+  with pytest.raises(RuntimeError, match="read-only"):
+    reader.save(2, tree, {"step": 2})
+  reader.close()
+  assert os.path.isdir(in_flight)
+  wd.checkpointer(async_save=False).close()  # a writer starting up: a killed run's tmp save is debris
+  deadline = time.time() + 30  # (orbax removes it in the background)
+  while os.path.exists(in_flight) and time.time() < deadline:
+    time.sleep(0.05)
+  assert not os.path.exists(in_flight)
 
 
 def test_stale_lock_of_a_killed_run_is_taken_over(reference, smoke_base, tmp_path):
