@@ -1,4 +1,4 @@
-# rldyn: `make demo` runs the default study end to end on CPU; `make test` runs the test suite.
+# rldyn: `make demo` runs the demo study (experiments/two_phase.py:persist) end to end on CPU; `make test` runs the test suite.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python

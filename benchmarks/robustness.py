@@ -1,15 +1,16 @@
-"""Is the default study's story robust? Base models over seeds x numerics variants, RL lift over seeds.
+"""Is the demo study's story robust? Base models over seeds x numerics variants, RL lift over seeds.
 
     python benchmarks/robustness.py --root=/tmp/rldyn/robustness            # 5 seeds x 2 variants + 3 RL
     python benchmarks/robustness.py --root=/tmp/rldyn/robustness --jobs=2   # two runs at a time
     python benchmarks/robustness.py --root=... --variants=default,avx2,dev2 --seeds=0,1 --rl_seeds=
     python benchmarks/robustness.py --root=/tmp/rldyn/rob_smoke --config_variant=smoke --seeds=0,1 --rl_seeds=0
-    python benchmarks/robustness.py --root=/tmp/rldyn/persist --config_variant=persist   # the persist world
+    python benchmarks/robustness.py --root=/tmp/rldyn/default_world --config_variant=   # the default world
 
-Each run is an ordinary command-line launch in its own workdir, run as a subprocess:
+Each run is an ordinary command-line launch in its own workdir, run as a subprocess (V = --config_variant,
+`persist` unless given):
 
-    python -m rldyn.main --config=experiments/pretrain.py --config.seed=S --workdir=ROOT/base-VARIANT-sS
-    python -m rldyn.main --config=experiments/two_phase.py --config.seed=S \
+    python -m rldyn.main --config=experiments/pretrain.py:V --config.seed=S --workdir=ROOT/base-VARIANT-sS
+    python -m rldyn.main --config=experiments/two_phase.py:V --config.seed=S \
         --config.base_workdir=ROOT/base-default-sS --workdir=ROOT/rl-sS
 
 A numerics variant runs the same computation with different float rounding:
@@ -129,9 +130,9 @@ def main(argv=None) -> int:
   ap.add_argument("--variants", default="default,avx2", help=f"numerics variants: {', '.join(VARIANTS)}")
   ap.add_argument("--rl_seeds", default="0,1,2", help="RL seeds (each on the default-variant base of its "
                   "seed, which is trained first if the base matrix lacks it); empty = no RL runs")
-  ap.add_argument("--config_variant", default="", help="variant of experiments/pretrain.py and two_phase.py "
-                  "('' = the default study; smoke = seconds, to check this script; persist = README "
-                  "'RL learns not to give up')")
+  ap.add_argument("--config_variant", default="persist", help="variant of experiments/pretrain.py and "
+                  "two_phase.py (persist = the demo's study; '' = the default world; smoke = seconds, to "
+                  "check this script)")
   ap.add_argument("--jobs", type=int, default=1, help="runs at a time")
   ap.add_argument("--nice", type=int, default=5, help="niceness of the launches")
   args, extra = ap.parse_known_args(argv)

@@ -88,16 +88,16 @@ def test_persist_variant_is_one_world_for_base_and_rl():
   worlds = []
   for mod in (pretrain, two_phase):
     cfg = config_lib.load(mod.get_config("persist"), vocab_size=33, pad_id=0, stop_tokens=(2,))
-    worlds.append((cfg.task, cfg.sampling.max_new_tokens, cfg.model))
+    worlds.append((cfg.task, cfg.sampling.max_new_tokens, cfg.model, cfg.pretrain))
     with pytest.raises(ValueError, match="valid: '' \\(default\\), smoke, persist"):
       mod.get_config("persits")
   assert worlds[0] == worlds[1]
-  task_cfg, max_new, _ = worlds[0]
+  task_cfg, max_new, _, pre = worlds[0]
   assert (task_cfg.kwargs["budget"], task_cfg.kwargs["long_budget"], task_cfg.kwargs["long_budget_rate"],
-          max_new) == (8, 12, 0.3, 160)
+          max_new, pre.steps) == (8, 12, 0.3, 160, 1200)  # two_phase.py:persist pretrains its own base alike
   # the default world is untouched: every trace stops at 8 tries
   plain = config_lib.load(config_lib.default(), vocab_size=33, pad_id=0, stop_tokens=(2,))
-  assert plain.task.kwargs["long_budget_rate"] == 0.0 and plain.sampling.max_new_tokens == 128
+  assert (plain.task.kwargs["long_budget_rate"], plain.sampling.max_new_tokens, plain.pretrain.steps) == (0.0, 128, 900)
 
 
 def test_missing_and_unknown_keys_are_rejected_with_the_valid_ones():
