@@ -26,8 +26,11 @@ def table(wd: Workdir, points: int = 8) -> str:
       f"  sampled pass@1                 {base['eval/pass@1']:.3f}   {final['eval/pass@1']:.3f}"
       f"   {final['eval/pass@1'] - base['eval/pass@1']:+.3f}",
       "",
-      "  step   train acc   H(execution)   H(planning)   strategy H",
   ]
+  # gave up: the share of responses that end in `fail` (countdown's procedure/gave_up_rate), shown when the
+  # task logs it: what the persist world's RL changes most.
+  gave_up = any("procedure/gave_up_rate" in r for r in rows)
+  lines.append("  step   train acc   H(execution)   H(planning)   strategy H" + ("   gave up" if gave_up else ""))
   idx = sorted({round(i * (len(rows) - 1) / max(points - 1, 1)) for i in range(points)})
   for i in idx:
     r = rows[i]
@@ -35,8 +38,12 @@ def table(wd: Workdir, points: int = 8) -> str:
     # before it existed have only the older semantic_entropy/planning, shown instead).
     strategy = r.get("strategy/entropy", r.get("semantic_entropy/planning"))
     strategy = float("nan") if strategy is None else strategy  # None: no strategy unit in the batch
-    lines.append(f"  {r['step']:4d}   {r['accuracy']:9.3f}   {r['entropy/execution']:12.3f}   "
-                 f"{r['entropy/planning']:11.3f}   {strategy:10.3f}")
+    line = (f"  {r['step']:4d}   {r['accuracy']:9.3f}   {r['entropy/execution']:12.3f}   "
+            f"{r['entropy/planning']:11.3f}   {strategy:10.3f}")
+    if gave_up:
+      g = r.get("procedure/gave_up_rate")
+      line += f"   {float('nan') if g is None else g:7.3f}"
+    lines.append(line)
   return "\n".join(lines)
 
 

@@ -119,3 +119,30 @@ def test_decision_tokens_weigh_more_and_the_loss_is_their_weighted_mean():
   w = np.asarray(batch["loss_mask"])[:, :-1]
   np.testing.assert_allclose(float(loss), (nll * w).sum() / w.sum(), rtol=1e-5)
   assert float(n) == (w > 0).sum()
+
+
+def test_summary_table_by_hand(tmp_path):
+  """Base -> final from eval.jsonl, and the trajectory rows; a `gave up` column only when the log has it."""
+  from rldyn import summary  # pylint: disable=g-import-not-at-top
+  from rldyn.workdir import Workdir  # pylint: disable=g-import-not-at-top
+
+  def write(path, rows):
+    with open(path, "w") as f:
+      f.writelines(json.dumps(r) + "\n" for r in rows)
+
+  wd = Workdir(str(tmp_path))
+  write(wd.eval_path, [{"step": 0, "eval/accuracy": 0.5, "eval/pass@1": 0.25},
+                       {"step": 2, "eval/accuracy": 0.625, "eval/pass@1": 0.5}])
+  rows = [{"step": i, "accuracy": 0.5, "entropy/execution": 0.25, "entropy/planning": 0.125,
+           "strategy/entropy": 1.5, "procedure/gave_up_rate": g} for i, g in enumerate([0.5, 0.25, 0.0])]
+  write(wd.metrics_path, rows)
+  lines = summary.table(wd, points=3).splitlines()
+  assert lines[0].startswith("held-out (0 -> 2 RL steps)")
+  assert lines[1].split() == ["greedy", "accuracy", "0.500", "0.625", "+0.125"]
+  assert lines[2].split() == ["sampled", "pass@1", "0.250", "0.500", "+0.250"]
+  assert lines[4].split()[-2:] == ["gave", "up"]
+  assert [ln.split() for ln in lines[5:]] == [[str(i), "0.500", "0.250", "0.125", "1.500", f"{g:.3f}"]
+                                               for i, g in enumerate([0.5, 0.25, 0.0])]
+  write(wd.metrics_path, [{k: v for k, v in r.items() if k != "procedure/gave_up_rate"} for r in rows])
+  lines = summary.table(wd, points=3).splitlines()
+  assert "gave up" not in lines[4] and len(lines[5].split()) == 5  # arithmetic, text tasks: no column
