@@ -117,9 +117,10 @@ class _NoReadOnlyNotices(logging.Filter):
 
 
 @contextlib.contextmanager
-def _quiet_orbax():
-  """Reading item metadata without handler args makes orbax warn about every item; that is expected."""
-  f = _NoItemNotices()
+def _quiet_orbax(f: logging.Filter | None = None):
+  """Drops orbax's expected warnings (default: reading item metadata without handler args warns about
+  every item)."""
+  f = f or _NoItemNotices()
   logging.getLogger("absl").addFilter(f)
   try:
     yield
@@ -155,15 +156,11 @@ class Checkpointer:
     self._on_event = on_event or (lambda *a, **k: None)
     self._pending: list[int] = []  # saves started but not yet confirmed committed
     self.read_only = read_only
-    quiet = _NoReadOnlyNotices()
-    logging.getLogger("absl").addFilter(quiet)
-    try:
+    with _quiet_orbax(_NoReadOnlyNotices()):
       options = ocp.CheckpointManagerOptions(max_to_keep=None if keep == -1 or read_only else keep,
                                              create=not read_only, cleanup_tmp_directories=not read_only,
                                              read_only=read_only, enable_async_checkpointing=async_save)
       self._mngr = ocp.CheckpointManager(self.directory, options=options)
-    finally:
-      logging.getLogger("absl").removeFilter(quiet)
 
   def steps(self) -> list[int]:
     return sorted(self._mngr.all_steps())

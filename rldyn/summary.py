@@ -30,7 +30,8 @@ def table(wd: Workdir, points: int = 8) -> str:
   # gave up: the share of responses that end in `fail` (countdown's procedure/gave_up_rate), shown when the
   # task logs it: what the persist world's RL changes most.
   gave_up = any("procedure/gave_up_rate" in r for r in rows)
-  lines.append("  step   train acc   H(execution)   H(planning)   strategy H" + ("   gave up" if gave_up else ""))
+  lines.append("  step   train acc   H(execution)   H(planning)   strategy H"
+               + ("   gave up" if gave_up else ""))
   idx = sorted({round(i * (len(rows) - 1) / max(points - 1, 1)) for i in range(points)})
   for i in idx:
     r = rows[i]

@@ -97,7 +97,8 @@ def test_persist_variant_is_one_world_for_base_and_rl():
           max_new, pre.steps) == (8, 12, 0.3, 160, 1200)  # two_phase.py:persist pretrains its own base alike
   # the default world is untouched: every trace stops at 8 tries
   plain = config_lib.load(config_lib.default(), vocab_size=33, pad_id=0, stop_tokens=(2,))
-  assert (plain.task.kwargs["long_budget_rate"], plain.sampling.max_new_tokens, plain.pretrain.steps) == (0.0, 128, 900)
+  assert (plain.task.kwargs["long_budget_rate"], plain.sampling.max_new_tokens,
+          plain.pretrain.steps) == (0.0, 128, 900)
 
 
 def test_missing_and_unknown_keys_are_rejected_with_the_valid_ones():
