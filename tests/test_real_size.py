@@ -129,6 +129,19 @@ def _mesh1():
   return parallel.make_mesh(parallel.MeshConfig(), jax.devices()[:1])
 
 
+def assert_same_update(got: np.ndarray, want: np.ndarray) -> None:
+  """Parameters after the same two AdamW updates (lr 1e-3) computed in another order agree to rounding.
+
+  Adam divides each gradient element by its own running RMS, so an element whose gradient is at rounding
+  level moves by a rounding-dependent fraction of the step: which element that is, and by how much, depends
+  on the CPU's float code (measured: one element in 2048 off by 4e-6 on an AMD EPYC, none over 2e-6 on the
+  machine the test was written on). So: every element within 1 % of one step (1e-5), and all but 1 % of
+  them within 2e-6. A wrong micro-batch weighting moves most elements by a sizeable part of a step.
+  """
+  np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
+  assert np.mean(np.abs(got - want) > 2e-6) < 0.01
+
+
 def _update(lcfg, batch, micro=1, updates=2, cfg=CFG, params=None, tx=None, mesh=None):
   mesh = mesh or _mesh1()
   params = state_lib.init_params(cfg, mesh, jax.random.key(0)) if params is None else params
@@ -149,7 +162,7 @@ def test_micro_batches_give_the_same_update(aggregation):
   new1, m1 = _update(lcfg, b, micro=1)
   new2, m2 = _update(lcfg, b, micro=2)
   for x, y in zip(jax.tree.leaves(new1["params"]), jax.tree.leaves(new2["params"])):
-    np.testing.assert_allclose(np.asarray(y), np.asarray(x), atol=2e-6, rtol=0)
+    assert_same_update(np.asarray(y), np.asarray(x))
   assert float(m1["update_norm"]) > 1e-3
   for k in m1:
     np.testing.assert_allclose(float(m2[k]), float(m1[k]), rtol=1e-4, atol=1e-6, err_msg=k)
@@ -247,7 +260,7 @@ def test_scan_layers_remat_update_equals_plain():
   new2, m2 = _update(lcfg, b, micro=2, cfg=scfg, params=M.stack_layers(params), mesh=mesh)
   got = M.unstack_layers(new2["params"])
   for x, y in zip(jax.tree.leaves(new1["params"]), jax.tree.leaves(got)):
-    np.testing.assert_allclose(np.asarray(y), np.asarray(x), atol=2e-6, rtol=0)
+    assert_same_update(np.asarray(y), np.asarray(x))
   for k in m1:
     np.testing.assert_allclose(float(m2[k]), float(m1[k]), rtol=1e-4, atol=1e-6, err_msg=k)
 
