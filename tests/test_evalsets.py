@@ -84,3 +84,36 @@ def test_load_jsonl(tmp_path):
 ])
 def test_verify_numeric(answer, response, expected):
   assert evalsets.verify_numeric(answer, response) is expected
+
+
+_RACE = """
+import sys, time
+from rldyn import tasks
+from rldyn.tasks import evalsets
+task = tasks.make_task("countdown")
+generate = evalsets.generate_eval_problems
+def slow(*args, **kwargs):  # a build long enough that the processes overlap in it
+  time.sleep(2.0)
+  return generate(*args, **kwargs)
+evalsets.generate_eval_problems = slow
+while time.time() < float(sys.argv[2]):  # every process starts building at the same moment
+  time.sleep(0.001)
+problems = evalsets.load_eval_set(task, 48, seed=3, data_dir=sys.argv[1])
+print(",".join(p.uid for p in problems))
+"""
+
+
+def test_concurrent_launches_build_one_eval_set(tmp_path):
+  """Launches that prepare the same set at once (robustness.py --jobs=2 on a fresh cache) all get it: one
+  builds, the others wait and read it (without the lock the second died in TFDS's final rename)."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import time  # pylint: disable=g-import-not-at-top
+  start = str(time.time() + 8.0)  # after every interpreter has imported TFDS
+  procs = [subprocess.Popen([sys.executable, "-c", _RACE, str(tmp_path), start], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True) for _ in range(3)]
+  outs = [p.communicate(timeout=300) for p in procs]
+  for p, (_, err) in zip(procs, outs):
+    assert p.returncode == 0, err[-2000:]
+  uids = {out.strip() for out, _ in outs}
+  want = ",".join(p.uid for p in evalsets.generate_eval_problems(tasks.make_task("countdown"), 48, seed=3))
+  assert uids == {want}

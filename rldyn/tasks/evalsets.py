@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import decimal
+import fcntl
 import functools
 import hashlib
 import io
@@ -154,15 +155,31 @@ def eval_set_builder(task: base.Task, size: int, seed: int = 0,
                        file_format="array_record")
 
 
+@contextlib.contextmanager
+def _build_lock(data_dir: str | None):
+  """Holds an exclusive lock on `data_dir`'s eval sets while one is built (an flock: released when the
+  process dies). Without it, two launches preparing the same set at once (robustness.py --jobs=2 on a
+  fresh machine) race on TFDS's final rename and the second dies with FileExistsError."""
+  root = os.path.abspath(os.path.expanduser(data_dir or DEFAULT_DATA_DIR))
+  os.makedirs(root, exist_ok=True)
+  with open(os.path.join(root, ".rldyn_build.lock"), "a") as f:
+    fcntl.flock(f, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def load_eval_set(task: base.Task, size: int, seed: int = 0,
                   data_dir: str | None = None) -> list[base.Problem]:
   """A fixed held-out eval set, built under `data_dir` on first use."""
   fixed = task.fixed_heldout()
   if fixed is not None:
     return select_heldout(fixed, size, seed)
-  builder = eval_set_builder(task, size, seed, data_dir)
-  with _quiet():
-    builder.download_and_prepare()
+  with _build_lock(data_dir):  # concurrent launches on a fresh cache: one builds, the others read it
+    builder = eval_set_builder(task, size, seed, data_dir)
+    with _quiet():
+      builder.download_and_prepare()
   source = builder.as_data_source(_SPLIT)
   records = sorted((source[k] for k in range(len(source))),
                    key=lambda r: int(r["index"]))
