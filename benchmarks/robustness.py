@@ -12,6 +12,7 @@ Each run is an ordinary command-line launch in its own workdir, run as a subproc
     python -m rldyn.main --config=experiments/pretrain.py:V --config.seed=S --workdir=ROOT/base-VARIANT-sS
     python -m rldyn.main --config=experiments/two_phase.py:V --config.seed=S \
         --config.base_workdir=ROOT/base-default-sS --workdir=ROOT/rl-sS
+(RL under another numerics variant, --rl_variant=dev2: on base-dev2-sS, in rl-dev2-sS.)
 
 A numerics variant runs the same computation with different float rounding:
   default  this machine as it is
@@ -81,17 +82,18 @@ def base_run(root: str, variant: str, seed: int, extra: list[str], nice: int, co
           "pass@1": info["eval/pass@1"], "steps": info["steps"], "train_s": info["train_s"], "wall_s": wall}
 
 
-def rl_run(root: str, seed: int, extra: list[str], nice: int, config: str = "") -> dict:
-  base = Workdir(os.path.join(root, f"base-default-s{seed}"))
-  wd = Workdir(os.path.join(root, f"rl-s{seed}"))
+def rl_run(root: str, seed: int, extra: list[str], nice: int, config: str = "", variant: str = "default"
+           ) -> dict:
+  base = Workdir(os.path.join(root, f"base-{variant}-s{seed}"))
+  wd = Workdir(os.path.join(root, f"rl-s{seed}" if variant == "default" else f"rl-{variant}-s{seed}"))
   cmd = [sys.executable, "-m", "rldyn.main", f"--config=experiments/two_phase.py{config}", f"--config.seed={seed}",
          f"--config.base_workdir={base.root}", f"--workdir={wd.root}"] + extra
-  wall = _launch(cmd, _env("default", root), wd.root + ".log", nice)  # a finished run only prints
+  wall = _launch(cmd, _env(variant, root), wd.root + ".log", nice)  # a finished run only prints
   evals = wd.read_evals()
   first, last = evals[0], evals[-1]
   rows = wd.read_metrics()
   step_s = [r["perf/step_s"] for r in rows if "perf/step_s" in r]
-  return {"run": f"rl seed {seed} ({first['step']}->{last['step']})",
+  return {"run": f"rl {variant} seed {seed} ({first['step']}->{last['step']})",
           "greedy0": first["eval/accuracy"], "greedy": last["eval/accuracy"],
           "d_greedy": last["eval/accuracy"] - first["eval/accuracy"],
           "pass@1_0": first["eval/pass@1"], "pass@1": last["eval/pass@1"],
@@ -128,8 +130,9 @@ def main(argv=None) -> int:
   ap.add_argument("--root", default="/tmp/rldyn/robustness", help="where the workdirs go")
   ap.add_argument("--seeds", default="0,1,2,3,4", help="base-model seeds")
   ap.add_argument("--variants", default="default,avx2", help=f"numerics variants: {', '.join(VARIANTS)}")
-  ap.add_argument("--rl_seeds", default="0,1,2", help="RL seeds (each on the default-variant base of its "
+  ap.add_argument("--rl_seeds", default="0,1,2", help="RL seeds (each on the --rl_variant base of its "
                   "seed, which is trained first if the base matrix lacks it); empty = no RL runs")
+  ap.add_argument("--rl_variant", default="default", help="numerics variant of the RL runs and their bases")
   ap.add_argument("--config_variant", default="persist", help="variant of experiments/pretrain.py and "
                   "two_phase.py (persist = the demo's study; '' = the default world; smoke = seconds, to "
                   "check this script)")
@@ -150,11 +153,13 @@ def main(argv=None) -> int:
 
   config = f":{args.config_variant}" if args.config_variant else ""
   jobs = [(v, s) for s in seeds for v in variants]
-  jobs += [("default", s) for s in rl_seeds if ("default", s) not in jobs]
+  if args.rl_variant not in VARIANTS:
+    ap.error(f"unknown --rl_variant {args.rl_variant!r}; valid: {', '.join(VARIANTS)}")
+  jobs += [(args.rl_variant, s) for s in rl_seeds if (args.rl_variant, s) not in jobs]
   t0 = time.time()
   with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
     bases = list(pool.map(lambda j: base_run(args.root, j[0], j[1], base_extra, args.nice, config), jobs))
-    rls = list(pool.map(lambda s: rl_run(args.root, s, extra, args.nice, config), rl_seeds))
+    rls = list(pool.map(lambda s: rl_run(args.root, s, extra, args.nice, config, args.rl_variant), rl_seeds))
   ok = True
   print(f"\nbase models ({len(bases)} runs; held-out greedy accuracy and sampled pass@1)")
   st = print_table(bases, ["greedy", "pass@1", "train_s"])

@@ -16,6 +16,9 @@ def test_demo_cli_smoke(tmp_path):
   out = subprocess.run([sys.executable, "-m", "rldyn.demo", f"--workdir={workdir}", "--variant=smoke"],
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
   assert out.returncode == 0, out.stderr[-3000:]
+  from rldyn import demo  # pylint: disable=g-import-not-at-top
+  devices = demo.auto_cpu_devices(len(os.sched_getaffinity(0)))
+  assert f"[rldyn] {devices} cpu device(s)" in out.stdout + out.stderr  # one device per core (auto)
   assert "greedy accuracy" in out.stdout and "sampled pass@1" in out.stdout
   assert "H(execution)" in out.stdout and "Phase detector" in out.stdout
   phases = json.load(open(os.path.join(workdir, "phases.json")))
@@ -23,6 +26,13 @@ def test_demo_cli_smoke(tmp_path):
   assert phases["reason"]
   for name in ("config.json", "metrics.jsonl", "eval.jsonl", "events.jsonl", "base/info.json"):
     assert os.path.exists(os.path.join(workdir, name)), name
+
+
+def test_demo_splits_its_batches_over_one_cpu_device_per_core():
+  from rldyn import demo  # pylint: disable=g-import-not-at-top
+  assert [demo.auto_cpu_devices(c) for c in (1, 2, 3, 4, 6, 8, 12, 64)] == [1, 2, 2, 4, 4, 8, 8, 8]
+  with pytest.raises(ValueError, match="--cpu_devices must be -1"):
+    demo.set_cpu_devices(0)
 
 
 def _stream_problems(easy_fraction, seed=3, batches=6):
