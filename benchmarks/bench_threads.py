@@ -35,38 +35,20 @@ _CHILD = r"""
 import json, sys, time
 sys.path.insert(0, sys.argv[1])
 import jax
-import numpy as np
-from rldyn import config as config_lib, data, launch, parallel, pretrain, sampling, state as state_lib
-from rldyn.optim import make_optimizer
+from benchmarks.bench_sampler import pretrain_step_time
+from rldyn import data, parallel, sampling
+from rldyn.experiments import two_phase
 from rldyn.rl import rollout as rollout_lib
 variant, n_calls = sys.argv[2], int(sys.argv[3])
-mod = __import__("rldyn.experiments.two_phase", fromlist=["get_config"])
-c = mod.get_config(variant)
-c.stage = "pretrain"
-cfg, task, mesh, _ = launch.prepare(c, "/tmp/rldyn/bench_threads")
-tx = make_optimizer(cfg.pretrain.optim, cfg.pretrain.steps)
-params = state_lib.init_params(cfg.model, mesh, jax.random.key(0))
-opt = state_lib.init_opt_state(tx, params, mesh)
-step = pretrain.make_train_step(cfg.model, tx, mesh, params, opt)
-stream = pretrain.TraceStream(task, 0, cfg.pretrain.batch_size, cfg.pretrain.seq_len, 0)
-batches = [parallel.shard_batch(mesh, next(stream)) for _ in range(n_calls + 1)]
-stream.close()
-params, opt, m = step(params, opt, batches[0])
-jax.block_until_ready(m)
-t0 = time.perf_counter()
-for b in batches[1:]:
-  params, opt, m = step(params, opt, b)
-jax.block_until_ready(m)
-pre = (time.perf_counter() - t0) / n_calls
+pre, cfg, task, mesh, params = pretrain_step_time(two_phase.get_config(variant), n_calls)
 sample = sampling.make_sampler(cfg.model, cfg.sampling)
-problems = rollout_lib.step_problems(cfg, task, 0)
-prompts = data.prompt_batch(task, problems, repeat=cfg.rl.group_size)
+prompts = data.prompt_batch(task, rollout_lib.step_problems(cfg, task, 0), repeat=cfg.rl.group_size)
 dev = parallel.shard_batch(mesh, prompts)
 key = jax.random.key(0)
 jax.block_until_ready(sample(params, dev["tokens"], dev["mask"], key))
 t0 = time.perf_counter()
 for i in range(n_calls):
-  out = jax.block_until_ready(sample(params, dev["tokens"], dev["mask"], jax.random.fold_in(key, i)))
+  jax.block_until_ready(sample(params, dev["tokens"], dev["mask"], jax.random.fold_in(key, i)))
 roll = (time.perf_counter() - t0) / n_calls
 print(json.dumps({"pretrain_s": pre, "rollout_s": roll, "devices": jax.device_count(),
                   "rows": int(prompts["tokens"].shape[0]), "new": cfg.sampling.max_new_tokens,
