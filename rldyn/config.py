@@ -426,9 +426,9 @@ def persist(c: config_dict.ConfigDict) -> None:
   traces need them: at 900 steps its greedy accuracy spread 0.34-0.475 over seeds and numerics). The base
   gives up after 8 tries most of the time, as before; RL learns that giving up never pays and searches
   on, which moves greedy accuracy as well as sampled pass@1 (README, "RL learns not to give up"). RL runs
-  100 steps, not 200: by step 100 both gains clear their bars on every seed measured, and the next 100
-  steps add sampled pass@1 but not greedy accuracy at twice the time (README, "What is and is not
-  reproducible")."""
+  100 steps, not 200: by step 100 both gains clear their bars on every seed run on one device (not on
+  every seed on two devices, the demo's numerics), and the next 100 steps add sampled pass@1 but not
+  greedy accuracy at twice the time (README, "What is and is not reproducible")."""
   c.task.options.long_budget = 12
   c.task.options.long_budget_rate = 0.3
   c.sampling.max_new_tokens = 160
