@@ -134,7 +134,8 @@ def main(argv=None) -> int:
   ap.add_argument("--variants", default="default,avx2", help=f"numerics variants: {', '.join(VARIANTS)}")
   ap.add_argument("--rl_seeds", default="0,1,2", help="RL seeds (each on the --rl_variant base of its "
                   "seed, which is trained first if the base matrix lacks it); empty = no RL runs")
-  ap.add_argument("--rl_variant", default="default", help="numerics variant of the RL runs and their bases")
+  ap.add_argument("--rl_variant", default="default", choices=list(VARIANTS),
+                  help="numerics variant of the RL runs and their bases")
   ap.add_argument("--config_variant", default="persist", help="variant of experiments/pretrain.py and "
                   "two_phase.py (persist = the demo's study; '' = the default world; smoke = seconds, to "
                   "check this script)")
@@ -155,8 +156,6 @@ def main(argv=None) -> int:
 
   config = f":{args.config_variant}" if args.config_variant else ""
   jobs = [(v, s) for s in seeds for v in variants]
-  if args.rl_variant not in VARIANTS:
-    ap.error(f"unknown --rl_variant {args.rl_variant!r}; valid: {', '.join(VARIANTS)}")
   jobs += [(args.rl_variant, s) for s in rl_seeds if (args.rl_variant, s) not in jobs]
   t0 = time.time()
   with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:

@@ -43,6 +43,11 @@ _CPU_DEVICES = flags.DEFINE_integer(
 MAX_AUTO_CPU_DEVICES = 8
 
 
+def usable_cores() -> int:
+  """The cores this process may run on (its CPU affinity where the OS tells it)."""
+  return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def auto_cpu_devices(cores: int) -> int:
   """One device per core, rounded down to a power of two and capped at MAX_AUTO_CPU_DEVICES, so the
   demo's batches (pretraining 16 sequences, rollouts 128 rows) split evenly."""
@@ -57,8 +62,7 @@ def set_cpu_devices(requested: int) -> int | None:
   if requested == -1:
     if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
       return None
-    requested = auto_cpu_devices(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                                 else os.cpu_count() or 1)
+    requested = auto_cpu_devices(usable_cores())
   if requested < 1:
     raise ValueError(f"--cpu_devices must be -1 (auto) or >= 1, got {requested}")
   import jax  # pylint: disable=g-import-not-at-top

@@ -89,7 +89,7 @@ def test_persist_variant_is_one_world_for_base_and_rl():
   for mod in (pretrain, two_phase):
     cfg = config_lib.load(mod.get_config("persist"), vocab_size=33, pad_id=0, stop_tokens=(2,))
     worlds.append((cfg.task, cfg.sampling.max_new_tokens, cfg.model, cfg.pretrain))
-    assert cfg.rl.steps == 100  # the demo's RL recipe (README: both gains clear their bars by step 100)
+    assert cfg.rl.steps == 100  # the demo's RL recipe (README: why 100 steps)
     with pytest.raises(ValueError, match="valid: '' \\(default\\), smoke, persist"):
       mod.get_config("persits")
   assert worlds[0] == worlds[1]

@@ -17,7 +17,7 @@ def test_demo_cli_smoke(tmp_path):
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
   assert out.returncode == 0, out.stderr[-3000:]
   from rldyn import demo  # pylint: disable=g-import-not-at-top
-  devices = demo.auto_cpu_devices(len(os.sched_getaffinity(0)))
+  devices = demo.auto_cpu_devices(demo.usable_cores())
   assert f"[rldyn] {devices} cpu device(s)" in out.stdout + out.stderr  # one device per core (auto)
   assert "greedy accuracy" in out.stdout and "sampled pass@1" in out.stdout
   assert "H(execution)" in out.stdout and "Phase detector" in out.stdout

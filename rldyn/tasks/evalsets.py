@@ -141,6 +141,11 @@ def _quiet():
     logger.removeFilter(quiet)
 
 
+def _data_root(data_dir: str | None) -> str:
+  """The absolute folder eval sets are built in (`data_dir`, else DEFAULT_DATA_DIR)."""
+  return os.path.abspath(os.path.expanduser(data_dir or DEFAULT_DATA_DIR))
+
+
 def eval_set_builder(task: base.Task, size: int, seed: int = 0,
                      data_dir: str | None = None) -> Any:
   """The (not yet prepared) TFDS builder of an eval set."""
@@ -149,9 +154,8 @@ def eval_set_builder(task: base.Task, size: int, seed: int = 0,
   config = config_cls(
       name=name, description=f"{size} held-out {task.name} problems",
       task_name=task.name, task_config=config_json, size=size, seed=seed)
-  data_dir = os.path.abspath(os.path.expanduser(data_dir or DEFAULT_DATA_DIR))
   with _quiet():
-    return builder_cls(config=config, data_dir=data_dir,
+    return builder_cls(config=config, data_dir=_data_root(data_dir),
                        file_format="array_record")
 
 
@@ -160,7 +164,7 @@ def _build_lock(data_dir: str | None):
   """Holds an exclusive lock on `data_dir`'s eval sets while one is built (an flock: released when the
   process dies). Without it, two launches preparing the same set at once (robustness.py --jobs=2 on a
   fresh machine) race on TFDS's final rename and the second dies with FileExistsError."""
-  root = os.path.abspath(os.path.expanduser(data_dir or DEFAULT_DATA_DIR))
+  root = _data_root(data_dir)
   os.makedirs(root, exist_ok=True)
   with open(os.path.join(root, ".rldyn_build.lock"), "a") as f:
     fcntl.flock(f, fcntl.LOCK_EX)
