@@ -7,9 +7,9 @@ Runs experiments/two_phase.py:persist (countdown; pretrains the base model, then
 vs final held-out accuracy and pass@1, the trajectory of execution- and planning-token entropy and the
 phase detector's verdict; then writes phases.json and phases.png. Rerunning resumes (or, if the run is
 complete, prints the summary again). The `persist` world is the demo's because its base holds up over
-seeds and float-rounding variants and its RL run raises greedy accuracy along with sampled pass@1 on
-every seed measured, if not by the robustness bar's margin on every seed and variant (README, "What is
-and is not reproducible").
+seeds and float-rounding variants and its RL run raises greedy accuracy along with sampled pass@1 by
+the robustness bars' margins on every seed and variant measured (README, "What is and is not
+reproducible").
 
 On a CPU-only machine with several cores the demo splits its batches over one JAX CPU device per core
 (`--cpu_devices`; up to 8, a power of two, so every batch divides): XLA's CPU code does not spread ops

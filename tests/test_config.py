@@ -89,7 +89,10 @@ def test_persist_variant_is_one_world_for_base_and_rl():
   for mod in (pretrain, two_phase):
     cfg = config_lib.load(mod.get_config("persist"), vocab_size=33, pad_id=0, stop_tokens=(2,))
     worlds.append((cfg.task, cfg.sampling.max_new_tokens, cfg.model, cfg.pretrain))
-    assert cfg.rl.steps == 100  # the demo's RL recipe (README: why 100 steps)
+    # the demo's RL recipe (config.persist and README say why each)
+    assert (cfg.rl.steps, cfg.rl.dynamic_sampling, cfg.sampling.temperature) == (100, True, 0.7)
+    # held-out pass@1 at the base's temperature, from enough samples to see a +0.10 gain
+    assert (cfg.eval.temperature, cfg.eval.samples, cfg.eval.every) == (1.0, 32, 100)
     with pytest.raises(ValueError, match="valid: '' \\(default\\), smoke, persist"):
       mod.get_config("persits")
   assert worlds[0] == worlds[1]
@@ -98,8 +101,9 @@ def test_persist_variant_is_one_world_for_base_and_rl():
           max_new, pre.steps) == (8, 12, 0.3, 160, 1200)  # two_phase.py:persist pretrains its own base alike
   # the default world is untouched: every trace stops at 8 tries
   plain = config_lib.load(config_lib.default(), vocab_size=33, pad_id=0, stop_tokens=(2,))
-  assert (plain.task.kwargs["long_budget_rate"], plain.sampling.max_new_tokens,
-          plain.pretrain.steps) == (0.0, 128, 900)
+  assert (plain.task.kwargs["long_budget_rate"], plain.sampling.max_new_tokens, plain.pretrain.steps,
+          plain.sampling.temperature, plain.rl.dynamic_sampling, plain.eval.samples) == (0.0, 128, 900, 1.0,
+                                                                                         False, 4)
 
 
 def test_missing_and_unknown_keys_are_rejected_with_the_valid_ones():
