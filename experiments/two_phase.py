@@ -12,7 +12,7 @@ Pretrains a small base model on imperfect countdown search traces (unless the wo
           up to 12 tries instead of 8), 1200 pretraining steps, 160 new tokens, and 100 RL steps with
           rollouts at temperature 0.7 and dynamic sampling (config.persist): RL learns not to give up,
           so greedy accuracy rises too (by +0.095 to +0.210 on every seed and numerics variant measured,
-          sampled pass@1 by +0.109 to +0.189; README).
+          sampled pass@1 by +0.107 to +0.189; README).
           Pretrain its base alone with experiments/pretrain.py:persist.
   smoke   seconds; CI
 """
