@@ -430,7 +430,7 @@ def persist(c: config_dict.ConfigDict) -> None:
   The RL recipe (README, "What is and is not reproducible", for the runs behind each choice):
     - 100 steps: the next 100 add sampled pass@1 but not greedy accuracy, at twice the time;
     - rollouts sample at temperature 0.7: at 1.0 the samples stumble out of the loops a greedy search
-      falls into past 8 tries, so RL never sees those loops fail and greedy accuracy can stand still
+      falls into past 8 tries, so RL rarely sees those loops fail and greedy accuracy can stand still
       while pass@1 rises; cooler rollouts follow the greedy path more often, so its failures are trained
       on;
     - DAPO's dynamic sampling: a third of the groups score all-equal and carry no advantage; refilling
