@@ -93,6 +93,7 @@ def test_persist_variant_is_one_world_for_base_and_rl():
     assert (cfg.rl.steps, cfg.rl.dynamic_sampling, cfg.sampling.temperature) == (100, True, 0.7)
     # held-out pass@1 at the base's temperature, from enough samples to see a +0.10 gain
     assert (cfg.eval.temperature, cfg.eval.samples, cfg.eval.every) == (1.0, 32, 100)
+    assert (cfg.loss.kl_coef, cfg.reward.kl_coef, cfg.loss.kl_metrics_every) == (0.0, 0.0, 10)  # KL: metrics only
     with pytest.raises(ValueError, match="valid: '' \\(default\\), smoke, persist"):
       mod.get_config("persits")
   assert worlds[0] == worlds[1]
@@ -102,8 +103,8 @@ def test_persist_variant_is_one_world_for_base_and_rl():
   # the default world is untouched: every trace stops at 8 tries
   plain = config_lib.load(config_lib.default(), vocab_size=33, pad_id=0, stop_tokens=(2,))
   assert (plain.task.kwargs["long_budget_rate"], plain.sampling.max_new_tokens, plain.pretrain.steps,
-          plain.sampling.temperature, plain.rl.dynamic_sampling, plain.eval.samples) == (0.0, 128, 900, 1.0,
-                                                                                         False, 4)
+          plain.sampling.temperature, plain.rl.dynamic_sampling, plain.eval.samples,
+          plain.loss.kl_metrics_every) == (0.0, 128, 900, 1.0, False, 4, 1)
 
 
 def test_missing_and_unknown_keys_are_rejected_with_the_valid_ones():

@@ -62,6 +62,18 @@ def test_without_kl_metrics_the_reference_forward_is_skipped(smoke_base, tmp_pat
   assert not [k for k in line if k.startswith("kl/")] and line["update_norm"] > 0
 
 
+def test_kl_metrics_every_thins_the_kl_lines_and_leaves_training_alone(smoke_base, tmp_path):
+  every, thinned = str(tmp_path / "every"), str(tmp_path / "thinned")
+  launch.run(smoke_config(smoke_base, rl__steps=3), every)
+  launch.run(smoke_config(smoke_base, rl__steps=3, loss__kl_metrics_every=2), thinned)
+  a, b = _lines(every), _lines(thinned)
+  assert [bool([k for k in r if k.startswith("kl/")]) for r in b] == [True, False, True]  # steps 0, 2
+  assert all(r["kl/k3"] is not None for r in a)
+  for ra, rb in zip(a, b):  # the same bits, kl/* aside (step 2 is π_ref's KL in both)
+    assert {k: v for k, v in ra.items() if not k.startswith("kl/") or k in rb} == rb
+  assert read_jsonl(os.path.join(thinned, "metrics.jsonl"))[1]["perf/compile_s"] == 0.0  # no recompiling
+
+
 # ---- KL as a reward penalty ----------------------------------------------------------------------------
 
 def _rollout(rewards, logp, mask):

@@ -7,7 +7,8 @@ Step t (0-based):
      reference reset check (`maybe_reset`: rl.ref_reset_every / rl.ref_reset_patience);
   2. `rollout.rollout`: sample `rl.prompts_per_step` × `rl.group_size` responses and score them (with
      rl.dynamic_sampling, refill rounds until the batch holds informative groups: `sample_batch`);
-  3. the reference policy's log-probs of the sampled tokens when anything needs them (`needs_reference`);
+  3. the reference policy's log-probs of the sampled tokens when anything needs them (`needs_reference`;
+     for the kl/* metrics alone, every loss.kl_metrics_every-th step: `reference_due`);
      with reward.kl_coef the rewards the advantages see are penalised by β·Σ_t k1 (`kl_penalised`);
   4. `credit`: group advantages, token roles, role-aware transforms -> the update batch, then
      `step.update_step` (pure, jitted, sharded): `rl.updates_per_batch` minibatch updates, each of
@@ -121,6 +122,16 @@ def needs_reference(cfg: Config) -> bool:
   """Whether a step scores its rollout with π_ref: for the update (loss KL term or kl/* metrics,
   `step.needs_reference`) or for the KL reward penalty (reward.kl_coef > 0)."""
   return step_lib.needs_reference(cfg.loss) or cfg.reward.kl_coef > 0
+
+
+def reference_due(cfg: Config, step: int) -> bool:
+  """Whether step `step` scores its rollout with π_ref (given `needs_reference`): every step when a KL term
+  is in the loss or the reward; for the kl/* metrics alone, every loss.kl_metrics_every-th step (steps 0,
+  N, 2N, ...). On the other steps the update gets the sampler's log-probs in π_ref's place: only the kl/*
+  metrics read them (the loss has no KL term), and those are left out of the step's line."""
+  if cfg.loss.kl_coef > 0 or cfg.reward.kl_coef > 0:
+    return True
+  return step % cfg.loss.kl_metrics_every == 0
 
 
 def compile_programs(cfg: Config, mesh, tx, state: RunState) -> Programs:
@@ -258,6 +269,8 @@ def rl_step(ctx: Context, state: RunState, pending: tuple | None, step: int
   if pending is not None:  # step t-1's line, written after step t's update is dispatched
     state = write_line(out, state, pending)
   metrics = jax.device_get(metrics)
+  if not reference_due(cfg, step):  # computed against the stand-in, not π_ref
+    metrics = {k: v for k, v in metrics.items() if not k.startswith("kl/")}
   t_end, c_end = time.time(), clock.seconds
   # real (prompt + response) tokens the update processed, over every process
   update_tokens = float(everyone.prompt_mask_BP.sum() + everyone.mask_BN.sum())
@@ -289,7 +302,7 @@ def pg_batch(ctx: Context, state: RunState, ro: rollout_lib.Rollout, roles: np.n
             "mask_BS": np.concatenate([ro.prompt_mask_BP, ro.mask_BN], axis=1)}
   dev = parallel.place_rows(ctx.mesh, tokens, ro.global_rows)
   ref_logp = None
-  if needs_reference(cfg):
+  if needs_reference(cfg) and reference_due(cfg, state.step):
     ref_logp = ctx.progs.ref_logprobs(ro.tokens_BN.shape[1])(state.ref_params, dev["tokens_BS"],
                                                              dev["mask_BS"])
   penalty_host = {}
@@ -299,7 +312,7 @@ def pg_batch(ctx: Context, state: RunState, ro: rollout_lib.Rollout, roles: np.n
   batch = credit.update_batch(cfg, ro, credit.group_advantages(cfg, rewarded), roles)
   dev.update(parallel.place_rows(ctx.mesh, {k: v for k, v in batch.items() if k not in dev}, ro.global_rows))
   if "ref_logp_BN" in step_lib.batch_keys(cfg.loss):
-    dev["ref_logp_BN"] = ref_logp
+    dev["ref_logp_BN"] = dev["old_logp_BN"] if ref_logp is None else ref_logp  # (reference_due)
   return dev, penalty_host
 
 
@@ -338,7 +351,8 @@ def verifree_batch(ctx: Context, state: RunState, ro: rollout_lib.Rollout, roles
            "roles_BN": _pad_cols(roles, width) * reason.astype(np.int32), "reason_w_B": a, "answer_w_B": w}
   dev.update(parallel.place_rows(ctx.mesh, batch, ro.global_rows))
   if "ref_logp_BN" in step_lib.batch_keys(cfg.loss):  # kl/* metrics over z
-    dev["ref_logp_BN"] = scorer(state.ref_params, dev["tokens_BS"], dev["mask_BS"])
+    dev["ref_logp_BN"] = (scorer(state.ref_params, dev["tokens_BS"], dev["mask_BS"])
+                          if reference_due(cfg, state.step) else dev["old_logp_BN"])
   r_all, has_all = parallel.allgather(r), parallel.allgather(rows["has_marker_B"])
   host = {"verifree/reward": float(r_all.mean()), "verifree/reward_std": float(r_all.std()),
           "verifree/marker_frac": float(has_all.mean())}
