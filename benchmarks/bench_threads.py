@@ -14,6 +14,13 @@ Timed: the pretraining step (the study's batch x seq_len, packed traces) and one
 batch, prompts_per_step x group_size rows, sampling.max_new_tokens new tokens, KV cache), each per call.
 A setting that changes the device count changes the float reduction order (the `dev2` numerics variant of
 benchmarks/robustness.py), so it is a recipe change, not a free speed-up.
+
+XLA's other CPU code paths, on top of dev2 (by name: --settings=dev2,dev2_xnn,...; not in the default run):
+  dev2_xnn   XNNPACK (--xla_cpu_use_xnnpack)          dev2_xdot  dots fused into XNNPACK calls
+  dev2_odnn  oneDNN (--xla_cpu_use_onednn)            dev2_w512  512-bit vectors preferred
+  dev2_xgr   XNNPACK greedy graph fusion
+On CPU B (AMD EPYC, AVX-512, 2 cores; one round, 2026-11-28) none sped up the persist pretraining step
+(0.85-0.98x of dev2); rollouts 0.83-1.18x.
 """
 
 import argparse
@@ -29,7 +36,15 @@ SETTINGS = {
     "1thread": "--xla_cpu_multi_thread_eigen=false",
     "dev2": "--xla_force_host_platform_device_count=2",
     "dev2_1t": "--xla_force_host_platform_device_count=2 --xla_cpu_multi_thread_eigen=false",
+    "dev2_xnn": "--xla_force_host_platform_device_count=2 --xla_cpu_use_xnnpack=true",
+    "dev2_xdot": "--xla_force_host_platform_device_count=2 "
+                 "--xla_cpu_experimental_xnn_fusion_type=LIBRARY_FUSION_TYPE_DOT",
+    "dev2_odnn": "--xla_force_host_platform_device_count=2 --xla_cpu_use_onednn=true",
+    "dev2_w512": "--xla_force_host_platform_device_count=2 --xla_cpu_prefer_vector_width=512",
+    "dev2_xgr": "--xla_force_host_platform_device_count=2 "
+                "--xla_cpu_experimental_xnn_graph_fusion_mode=XNN_GRAPH_FUSION_MODE_GREEDY",
 }
+DEFAULT_SETTINGS = ("default", "1thread", "dev2", "dev2_1t")
 
 _CHILD = r"""
 import json, sys, time
@@ -71,7 +86,7 @@ def main():
   ap.add_argument("--rounds", type=int, default=3, help="rounds; every setting runs once per round")
   ap.add_argument("--calls", type=int, default=8, help="timed calls per phase per process")
   ap.add_argument("--config_variant", default="persist", help="experiments/two_phase.py variant")
-  ap.add_argument("--settings", default=",".join(SETTINGS), help=f"of {', '.join(SETTINGS)}")
+  ap.add_argument("--settings", default=",".join(DEFAULT_SETTINGS), help=f"of {', '.join(SETTINGS)}")
   args = ap.parse_args()
   names = [s for s in args.settings.split(",") if s]
   bad = sorted(set(names) - set(SETTINGS))
