@@ -9,7 +9,7 @@ setuptools.setup(
     # outside a checkout too.
     packages=setuptools.find_packages(include=["rldyn", "rldyn.*"]) + ["rldyn.experiments"],
     package_dir={"rldyn.experiments": "experiments"},
-    package_data={"rldyn": ["data/*.json"], "rldyn.experiments": ["README.md"]},
+    package_data={"rldyn": ["data/*.json", "data/demo_base/*"], "rldyn.experiments": ["README.md"]},
     python_requires=">=3.10",
     install_requires=[
         "jax>=0.6",

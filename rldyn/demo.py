@@ -29,6 +29,7 @@ from absl import logging
 from rldyn import cli
 from rldyn import launch
 from rldyn import runtime
+from rldyn import shipped
 from rldyn.experiments import two_phase
 from rldyn.workdir import Workdir
 
@@ -36,6 +37,11 @@ _WORKDIR = flags.DEFINE_string("workdir", "runs/demo", "Where the demo run lives
 _VARIANT = flags.DEFINE_string("variant", "persist",
                                "experiments/two_phase.py variant: persist (the demo), '' (the default world) "
                                "or smoke.")
+_BASE = flags.DEFINE_enum(
+    "base", "auto", ["auto", "shipped", "pretrain"],
+    "Where the base model comes from: shipped = the one in rldyn/data/demo_base (this recipe's base, "
+    "pretrained on 2 CPU devices; refused if the recipe differs), pretrain = pretrain it here first "
+    "(~5 min on 2 cores), auto = shipped where its recipe is this run's, else pretrain.")
 _CPU_DEVICES = flags.DEFINE_integer(
     "cpu_devices", -1, "JAX CPU devices the batches are split over: -1 = one per core (up to 8, a power "
     "of two; left alone when XLA_FLAGS sets a device count), N = N devices, 1 = one device (what "
@@ -70,6 +76,29 @@ def set_cpu_devices(requested: int) -> int | None:
   return requested
 
 
+def use_shipped_base(config_dict, wd: Workdir, choice: str) -> bool:
+  """Installs the shipped base into wd's base/ when `choice` (auto | shipped | pretrain) asks for it and
+  the workdir has none yet; returns whether it did. Every launch check runs first, so a launch that
+  would be refused leaves the workdir as it was."""
+  if choice == "pretrain":
+    return False
+  cfg, _, mesh, _ = launch.prepare(config_dict, wd.root)
+  if wd.base_source().has_base():
+    return False
+  differ = shipped.recipe_differences(cfg)
+  if differ and choice == "auto":
+    print(f"[rldyn] pretraining the base here: the shipped base ({shipped.DEMO_BASE_DIR}) is another "
+          f"recipe's (differs: {', '.join(differ[:4])})", flush=True)
+    return False
+  wd.ensure()
+  with wd.lock():
+    info = shipped.install(cfg, wd, mesh)
+  print(f"[rldyn] base: the shipped demo base ({shipped.DEMO_BASE_DIR}: {info['steps']} pretraining steps of "
+        f"this recipe; held-out greedy accuracy {info['eval/accuracy']:.3f}, sampled pass@1 "
+        f"{info['eval/pass@1']:.3f} where it was trained); --base=pretrain trains it here", flush=True)
+  return True
+
+
 def main(argv):
   del argv
   if not flags.FLAGS["verbosity"].present:
@@ -78,7 +107,9 @@ def main(argv):
   runtime.enable_compile_cache()
   wd = Workdir(_WORKDIR.value)
   launch.print_devices()
-  launch.run(two_phase.get_config(_VARIANT.value), wd.root)
+  config_dict = two_phase.get_config(_VARIANT.value)
+  use_shipped_base(config_dict, wd, _BASE.value)
+  launch.run(config_dict, wd.root)
   from rldyn.phases import report  # pylint: disable=g-import-not-at-top
   report.analyse(wd.metrics_path, wd.root)
   print(f"\nwrote {wd.phases_path} and {wd.phases_plot_path}", flush=True)

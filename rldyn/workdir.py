@@ -289,12 +289,15 @@ class Workdir:
     return read_json(self.base_source().base_info_path)
 
   def write_base(self, params, info: dict) -> None:
-    """Saves the pretrained params (every process), then info.json (the writer; it marks the base done)."""
+    """Saves the pretrained params (every process), their manifest, then info.json (the writer; it marks the
+    base done)."""
     import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
     if writers.is_writer():
       writers.makedirs(self.base_dir)
+    from rldyn import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
     with ocp.StandardCheckpointer() as c:
       c.save(self.base_params_path, params, force=True)
+    ckpt_lib.write_manifest(self.base_params_path)  # size + CRC32 of every file (the writer only)
     write_json_atomic(self.base_info_path, info)
 
   def base_params(self, model_cfg, mesh) -> dict:
@@ -302,7 +305,9 @@ class Workdir:
 
     A base saved in the other layout (its info.json's model.scan_layers: a per-layer base for a
     `model.scan_layers=True` run, or the reverse) is restored as saved, then stacked or unstacked
-    (rldyn.model.stack_layers / unstack_layers) straight into the model's shardings.
+    (rldyn.model.stack_layers / unstack_layers) straight into the model's shardings. The files are checked
+    against the manifest write_base wrote (size and CRC32 of each) first: a damaged base raises
+    UnreadableCheckpoint and is never restored; a base from before manifests is restored unverified.
     """
     import dataclasses  # pylint: disable=g-import-not-at-top
     import jax  # pylint: disable=g-import-not-at-top
@@ -312,8 +317,13 @@ class Workdir:
     if jax.process_count() > 1:  # process 0 may have just written the base pointer (launch.run)
       from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
       multihost_utils.sync_global_devices("rldyn.workdir.base_params")
+    from rldyn import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
+    source = self.base_source()
+    problem = ckpt_lib.verify_manifest(source.base_params_path)
+    if problem and not problem.startswith("no manifest"):  # (bases written before manifests: unverified)
+      raise ckpt_lib.UnreadableCheckpoint(f"the base model in {source.base_params_path} is damaged: {problem}; "
+                                          "pretrain or import it again into a new workdir")
     with ocp.StandardCheckpointer() as c:
-      source = self.base_source()
       saved_scan = bool(source.base_info().get("model", {}).get("scan_layers", False))
       saved_cfg = dataclasses.replace(model_cfg, scan_layers=saved_scan)
       target = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
