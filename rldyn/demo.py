@@ -3,10 +3,17 @@
     python -m rldyn.demo --workdir=runs/demo                    # experiments/two_phase.py:persist
     python -m rldyn.demo --workdir=runs/demo2 --variant=        # the default world (experiments/two_phase.py)
 
-Runs experiments/two_phase.py:persist (countdown; pretrains the base model, then GRPO), which prints base
-vs final held-out accuracy and pass@1, the trajectory of execution- and planning-token entropy and the
-phase detector's verdict; then writes phases.json and phases.png. Rerunning resumes (or, if the run is
-complete, prints the summary again). The `persist` world is the demo's because its base holds up over
+Runs experiments/two_phase.py:persist (countdown: a base model, then GRPO), which prints base vs final
+held-out accuracy and pass@1, the trajectory of execution- and planning-token entropy and the phase
+detector's verdict; then writes phases.json and phases.png. Rerunning resumes (or, if the run is
+complete, prints the summary again).
+
+The base comes shipped (rldyn/data/demo_base, rldyn.shipped): the base this recipe pretrains (seed 0,
+1200 steps, on 2 CPU devices; ~5 of the demo's ~13 minutes on 2 cores), so the demo spends its time on
+RL, and every machine runs RL on the same base, where pretrained bases differ by float rounding (held-out
+greedy 0.40-0.505 over seeds and numerics, README). `--base=pretrain` (`make demo-pretrain`) trains it
+here instead; `--base=auto` (the default) uses the shipped base only for the recipe that made it, so
+`--variant=` and `smoke` pretrain. The `persist` world is the demo's because its base holds up over
 seeds and float-rounding variants and its RL run raises greedy accuracy along with sampled pass@1 by
 the robustness bars' margins on every seed and variant measured (README, "What is and is not
 reproducible").
@@ -30,6 +37,7 @@ from rldyn import cli
 from rldyn import launch
 from rldyn import runtime
 from rldyn import shipped
+from rldyn.config import ConfigError
 from rldyn.experiments import two_phase
 from rldyn.workdir import Workdir
 
@@ -80,11 +88,15 @@ def use_shipped_base(config_dict, wd: Workdir, choice: str) -> bool:
   """Installs the shipped base into wd's base/ when `choice` (auto | shipped | pretrain) asks for it and
   the workdir has none yet; returns whether it did. Every launch check runs first, so a launch that
   would be refused leaves the workdir as it was."""
+  if wd.base_source().has_base():  # the workdir's run continues on its base; a choice against it is refused
+    was_shipped = bool(wd.base_info().get("shipped_from"))
+    if choice != "auto" and was_shipped != (choice == "shipped"):
+      raise ConfigError(f"{wd.root} holds a run on {'the shipped' if was_shipped else 'a pretrained'} base; "
+                        f"--base={choice} needs another --workdir")
+    return False
   if choice == "pretrain":
     return False
   cfg, _, mesh, _ = launch.prepare(config_dict, wd.root)
-  if wd.base_source().has_base():
-    return False
   differ = shipped.recipe_differences(cfg)
   if differ and choice == "auto":
     print(f"[rldyn] pretraining the base here: the shipped base ({shipped.DEMO_BASE_DIR}) is another "

@@ -90,6 +90,9 @@ def test_demo_chooses_the_shipped_base_only_for_its_own_recipe(tmp_path, capsys)
   assert demo.use_shipped_base(two_phase.get_config("persist"), wd, "auto")
   assert wd.has_base() and "the shipped demo base" in capsys.readouterr().out
   assert not demo.use_shipped_base(two_phase.get_config("persist"), wd, "auto")  # has one: left alone
+  assert not demo.use_shipped_base(two_phase.get_config("persist"), wd, "shipped")
+  with pytest.raises(config_lib.ConfigError, match="holds a run on the shipped base; --base=pretrain needs another"):
+    demo.use_shipped_base(two_phase.get_config("persist"), wd, "pretrain")
   other = Workdir(str(tmp_path / "default_world"))
   assert not demo.use_shipped_base(two_phase.get_config(""), other, "auto")
   assert "pretraining the base here" in capsys.readouterr().out and not other.has_base()
