@@ -10,6 +10,8 @@ like with like on a noisy machine; settings alternate round by round and each re
   dev2      two CPU devices (--xla_force_host_platform_device_count=2), the batch split over a 2-way data
             axis: the two halves run side by side, each op on smaller shapes
   dev2_1t   dev2 with single-threaded ops: one core per device, nothing split inside an op
+  dev4, dev8  four or eight devices (by name: what `make demo` computes on a 4- or 8-core machine, here
+            timed on however many cores this one has)
 Timed: the pretraining step (the study's batch x seq_len, packed traces) and one rollout (the study's RL
 batch, prompts_per_step x group_size rows, sampling.max_new_tokens new tokens, KV cache), each per call.
 A setting that changes the device count changes the float reduction order (the `dev2` numerics variant of
@@ -21,6 +23,8 @@ XLA's other CPU code paths, on top of dev2 (by name: --settings=dev2,dev2_xnn,..
   dev2_xgr   XNNPACK greedy graph fusion
 On CPU B (AMD EPYC, AVX-512, 2 cores; one round, 2026-11-28) none sped up the persist pretraining step
 (0.85-0.98x of dev2); rollouts 0.83-1.18x.
+On the same 2 cores (best of 2 rounds), dev4 and dev8 run the rollout at 0.79x and 0.68x of dev2's
+speed and the pretraining step at 0.93x and 1.07x: more devices than cores does not pay.
 """
 
 import argparse
@@ -36,6 +40,8 @@ SETTINGS = {
     "1thread": "--xla_cpu_multi_thread_eigen=false",
     "dev2": "--xla_force_host_platform_device_count=2",
     "dev2_1t": "--xla_force_host_platform_device_count=2 --xla_cpu_multi_thread_eigen=false",
+    "dev4": "--xla_force_host_platform_device_count=4",
+    "dev8": "--xla_force_host_platform_device_count=8",
     "dev2_xnn": "--xla_force_host_platform_device_count=2 --xla_cpu_use_xnnpack=true",
     "dev2_xdot": "--xla_force_host_platform_device_count=2 "
                  "--xla_cpu_experimental_xnn_fusion_type=LIBRARY_FUSION_TYPE_DOT",
