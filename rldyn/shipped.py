@@ -27,12 +27,12 @@ import hashlib
 import io
 import json
 import os
-from typing import Any
 
 import jax
 import numpy as np
 
 from rldyn.config import ConfigError
+from rldyn.metrics.sparsity import flatten  # {'a/b/0': leaf}: the parameter names of params.npz
 
 DEMO_BASE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "demo_base")
 PARAMS = "params.npz"
@@ -59,11 +59,6 @@ def recipe(cfg) -> dict:
   for k in _LAYOUT:
     out["model"].pop(k, None)
   return json.loads(json.dumps(out))  # tuples -> lists, as info.json holds them
-
-
-def _flat(tree: Any) -> list[tuple[str, Any]]:
-  leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
-  return [("/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path), leaf) for path, leaf in leaves]
 
 
 def _sha256(path: str) -> str:
@@ -120,12 +115,12 @@ def load_params(cfg, mesh, directory: str = DEMO_BASE_DIR):
   shardings = state_lib.param_shardings(model_cfg, mesh)
   with np.load(path) as z:
     arrays = {k: z[k] for k in z.files}
-  names = [n for n, _ in _flat(abstract)]
+  names = list(flatten(abstract))
   if sorted(names) != sorted(arrays):
     raise ShippedBaseError(f"{path} holds other parameters than this model's "
                            f"(missing {sorted(set(names) - set(arrays))[:3]}, extra {sorted(set(arrays) - set(names))[:3]})")
   leaves = []
-  for (name, a), s in zip(_flat(abstract), jax.tree.leaves(shardings)):
+  for (name, a), s in zip(flatten(abstract).items(), jax.tree.leaves(shardings)):
     x = arrays[name]
     if x.shape != a.shape or x.dtype != a.dtype:
       raise ShippedBaseError(f"{path}: {name} is {x.dtype}{list(x.shape)}, the model's is {a.dtype}{list(a.shape)}")
@@ -160,7 +155,7 @@ def save(workdir: str, out_dir: str, provenance: str) -> dict:
   params = wd.base_params(cfg.model, mesh)
   os.makedirs(out_dir, exist_ok=True)
   buf = io.BytesIO()
-  np.savez(buf, **{name: np.asarray(jax.device_get(x)) for name, x in _flat(params)})
+  np.savez(buf, **{name: np.asarray(jax.device_get(x)) for name, x in flatten(params).items()})
   path = os.path.join(out_dir, PARAMS)
   with open(path, "wb") as f:
     f.write(buf.getvalue())

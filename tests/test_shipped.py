@@ -17,6 +17,7 @@ from rldyn import shipped
 from rldyn import state as state_lib
 from rldyn.checkpoint import UnreadableCheckpoint
 from rldyn.experiments import two_phase
+from rldyn.metrics.sparsity import flatten
 from rldyn.workdir import Workdir
 
 
@@ -51,7 +52,7 @@ def test_install_restores_a_trained_model_onto_any_mesh(tmp_path):
   launch.check_base(cfg, wd)
   params = wd.base_params(cfg.model, mesh)
   with np.load(os.path.join(shipped.DEMO_BASE_DIR, shipped.PARAMS)) as z:
-    for name, x in shipped._flat(params):  # pylint: disable=protected-access
+    for name, x in flatten(params).items():
       np.testing.assert_array_equal(np.asarray(x), z[name])
   # A trained model: its loss on the recipe's reference traces is far below an untrained one's.
   stream = pretrain.TraceStream(task, 123, 16, cfg.pretrain.seq_len, 0)
