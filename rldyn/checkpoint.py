@@ -40,6 +40,7 @@ from etils import epath
 from rldyn.metrics import writers
 
 MANIFEST = "MANIFEST.rldyn.json"
+NO_MANIFEST = "no manifest (the save did not finish, or an older rldyn wrote it)"  # unverified, not damaged
 EventFn = Callable[..., None]
 
 
@@ -84,7 +85,7 @@ def verify_manifest(directory: str) -> str | None:
   """None if every file matches the manifest; else what is wrong. A missing manifest is 'unverified'."""
   path = os.path.join(directory, MANIFEST)
   if not writers.exists(path):
-    return "no manifest (the save did not finish, or an older rldyn wrote it)"
+    return NO_MANIFEST
   try:
     files = json.loads(writers.read_bytes(path).decode())["files"]
   except (OSError, ValueError, KeyError, TypeError) as e:
@@ -225,7 +226,7 @@ class Checkpointer:
     """
     d = os.path.join(self.directory, str(step))
     problem = verify_manifest(d) if verify else None
-    if problem and not problem.startswith("no manifest"):
+    if problem not in (None, NO_MANIFEST):
       raise UnreadableCheckpoint(problem)
     verified = verify and problem is None
     self.check_compatible(step, abstract_state)

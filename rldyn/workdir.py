@@ -320,7 +320,7 @@ class Workdir:
     from rldyn import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
     source = self.base_source()
     problem = ckpt_lib.verify_manifest(source.base_params_path)
-    if problem and not problem.startswith("no manifest"):  # (bases written before manifests: unverified)
+    if problem not in (None, ckpt_lib.NO_MANIFEST):  # (bases written before manifests: unverified)
       raise ckpt_lib.UnreadableCheckpoint(f"the base model in {source.base_params_path} is damaged: {problem}; "
                                           "pretrain or import it again into a new workdir")
     with ocp.StandardCheckpointer() as c:
