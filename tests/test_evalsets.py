@@ -31,6 +31,23 @@ def test_eval_set_builds_offline_and_reads_back(name, tmp_path):
   assert not train & {p.uid for p in first}
 
 
+def test_eval_set_without_tfds_is_the_same_set(tmp_path, monkeypatch, caplog):
+  """A pre-built image without tensorflow_datasets gets the same problems, generated in memory."""
+  task = tasks.make_task("countdown")
+  built = evalsets.load_eval_set(task, 32, seed=2, data_dir=str(tmp_path / "tfds"))
+  evalsets.tfds_available.cache_clear()
+  monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)  # import raises ImportError
+  try:
+    with caplog.at_level("WARNING"):
+      generated = evalsets.load_eval_set(task, 32, seed=2, data_dir=str(tmp_path / "none"))
+    assert not evalsets.tfds_available()
+  finally:
+    evalsets.tfds_available.cache_clear()
+  assert generated == built
+  assert "tensorflow_datasets is not installed" in caplog.text
+  assert not (tmp_path / "none").exists()  # nothing written
+
+
 def test_eval_set_keys():
   countdown = tasks.make_task("countdown")
   name = lambda task, size=32, seed=0: evalsets.eval_set_builder(

@@ -12,6 +12,10 @@ Problems come from the held-out split (`base.is_heldout`: a uid-hash bucket
 that `Task.sample_problem` never returns for training), drawn with a seed
 domain of their own, deduplicated by uid and kept in generation order.
 
+Without `tensorflow_datasets` (a pre-built JAX image may lack it) the same
+problems are generated in memory each time instead: `generate_eval_problems`
+is what the builder stores, so no number changes.
+
 A task whose held-out problems come from a file (`Task.fixed_heldout`, e.g.
 `textmath`) needs no TFDS set: `load_eval_set` takes `size` of them, chosen
 by the seed and kept in file order.
@@ -174,12 +178,31 @@ def _build_lock(data_dir: str | None):
       fcntl.flock(f, fcntl.LOCK_UN)
 
 
+@functools.cache
+def tfds_available() -> bool:
+  """Whether `tensorflow_datasets` imports here (pip installs it with rldyn; some pre-built JAX images
+  lack it). Without it `load_eval_set` generates the set in memory instead (warning once)."""
+  try:
+    import tensorflow_datasets  # pylint: disable=g-import-not-at-top,unused-import  # noqa: F401
+  except ImportError:
+    logging.warning("tensorflow_datasets is not installed: held-out sets are generated in memory "
+                    "(the same problems as the TFDS sets; nothing is cached under task.data_dir)")
+    return False
+  return True
+
+
 def load_eval_set(task: base.Task, size: int, seed: int = 0,
                   data_dir: str | None = None) -> list[base.Problem]:
-  """A fixed held-out eval set, built under `data_dir` on first use."""
+  """A fixed held-out eval set, built under `data_dir` on first use.
+
+  Without `tensorflow_datasets` the same problems are generated in memory (`generate_eval_problems`,
+  which is what the TFDS builder stores), so a run's numbers do not depend on whether it is installed.
+  """
   fixed = task.fixed_heldout()
   if fixed is not None:
     return select_heldout(fixed, size, seed)
+  if not tfds_available():
+    return generate_eval_problems(task, size, seed)
   with _build_lock(data_dir):  # concurrent launches on a fresh cache: one builds, the others read it
     builder = eval_set_builder(task, size, seed, data_dir)
     with _quiet():
