@@ -32,6 +32,7 @@ import decimal
 import fcntl
 import functools
 import hashlib
+import importlib
 import io
 import json
 import logging
@@ -183,7 +184,7 @@ def tfds_available() -> bool:
   """Whether `tensorflow_datasets` imports here (pip installs it with rldyn; some pre-built JAX images
   lack it). Without it `load_eval_set` generates the set in memory instead (warning once)."""
   try:
-    import tensorflow_datasets  # pylint: disable=g-import-not-at-top,unused-import  # noqa: F401
+    importlib.import_module("tensorflow_datasets")
   except ImportError:
     logging.warning("tensorflow_datasets is not installed: held-out sets are generated in memory "
                     "(the same problems as the TFDS sets; nothing is cached under task.data_dir)")
