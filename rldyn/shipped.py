@@ -115,12 +115,13 @@ def load_params(cfg, mesh, directory: str = DEMO_BASE_DIR):
   shardings = state_lib.param_shardings(model_cfg, mesh)
   with np.load(path) as z:
     arrays = {k: z[k] for k in z.files}
-  names = list(flatten(abstract))
+  flat = flatten(abstract)  # {name: abstract leaf}, in the tree's leaf order
+  names = list(flat)
   if sorted(names) != sorted(arrays):
     raise ShippedBaseError(f"{path} holds other parameters than this model's "
                            f"(missing {sorted(set(names) - set(arrays))[:3]}, extra {sorted(set(arrays) - set(names))[:3]})")
   leaves = []
-  for (name, a), s in zip(flatten(abstract).items(), jax.tree.leaves(shardings)):
+  for (name, a), s in zip(flat.items(), jax.tree.leaves(shardings)):
     x = arrays[name]
     if x.shape != a.shape or x.dtype != a.dtype:
       raise ShippedBaseError(f"{path}: {name} is {x.dtype}{list(x.shape)}, the model's is {a.dtype}{list(a.shape)}")
