@@ -16,7 +16,8 @@ Layout (the contract other tools rely on):
     base/                the pretrained base: params/, info.json, metrics.jsonl, checkpoints/
     base_pointer.json    {"base_workdir": DIR} when the base lives in another workdir
     samples/samples.jsonl decoded rollouts          tensorboard/   optional TensorBoard mirror
-    phases.json, phases.png   rldyn.phases          replay/        rldyn.replay
+    phases.json, phases.png   rldyn.phases          replay/        rldyn.replay (max_new_tokens_N/ inside:
+                                                    the same at another generation budget)
     roles_validation.json     rldyn.roles validate
 
 This module imports only the standard library at the top, so numpy-only tools (the phase detector) can
@@ -60,6 +61,7 @@ REPLAY_BASE_SAMPLES = "base_samples.npz"
 REPLAY_PASSK = "passk.json"
 REPLAY_SPARSITY = "sparsity.json"
 REPLAY_REPORT = "report.md"
+REPLAY_BUDGET_DIR = "max_new_tokens_{}"  # the same files, for a replay at another generation budget
 # Inside base/:
 BASE_PARAMS = "params"
 BASE_INFO = "info.json"
@@ -180,6 +182,13 @@ class Workdir:
   replay_dir = property(lambda self: self.path(REPLAY))
   replay_cache_path = property(lambda self: self.path(REPLAY, REPLAY_CACHE))
   replay_base_samples_path = property(lambda self: self.path(REPLAY, REPLAY_BASE_SAMPLES))
+
+  def replay_out_dir(self, max_new_tokens: int | None = None) -> str:
+    """replay/, or replay/max_new_tokens_N/ for a replay at another generation budget than the run's
+    (`rldyn.replay --max_new_tokens=N`), so the two never overwrite each other's files."""
+    if max_new_tokens is None:
+      return self.replay_dir
+    return self.path(REPLAY, REPLAY_BUDGET_DIR.format(max_new_tokens))
   roles_validation_path = property(lambda self: self.path(ROLES_VALIDATION))
   base_dir = property(lambda self: self.path(BASE))
   base_info_path = property(lambda self: self.path(BASE, BASE_INFO))

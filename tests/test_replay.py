@@ -13,7 +13,10 @@ from rldyn import launch
 from rldyn.metrics import passk
 from rldyn.metrics import strategy
 from rldyn.replay import cache as cache_lib
+from rldyn.replay import probe as probe_lib
 from rldyn.replay import runner
+from rldyn.tasks import evalsets
+from rldyn.workdir import Workdir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OPTS = runner.ReplayOptions(n=4, probe=6, batch_size=8, progress=False)
@@ -141,6 +144,11 @@ def test_cli_rerun_is_cached(run_dir, first):
   assert "computed none" in proc.stdout
   with open(os.path.join(run_dir, "replay", "passk.json")) as f:
     assert json.load(f)["k"] == [1, 4]
+  proc = subprocess.run(  # a budget the model cannot hold: one line, exit 2, nothing written
+      [sys.executable, "-m", "rldyn.replay", f"--workdir={run_dir}", "--max_new_tokens=10000"],
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 2 and "rldyn: error: max_new_tokens=10000" in proc.stderr, proc.stderr[-2000:]
+  assert "Traceback" not in proc.stderr
 
 
 def test_cache_ignores_other_settings(tmp_path):
@@ -216,3 +224,32 @@ def test_probe_stats_match_a_hand_computation():
   assert out["ppl/base_on_this"] == pytest.approx(np.exp(nll.mean() + 0.1), rel=1e-5)
   assert out["ppl/self"] == pytest.approx(np.exp(nll.mean()), rel=1e-6)
   assert out["semantic_entropy/planning"] == pytest.approx(-(2 / 3 * np.log(2 / 3) + 1 / 3 * np.log(1 / 3)))
+
+
+def test_another_generation_budget_writes_beside_the_runs_replay(run_dir, first):
+  """--max_new_tokens: the same probe at another budget, in replay/max_new_tokens_N/, the run's own
+  replay untouched; a budget that does not fit the model is refused before anything is sampled."""
+  own = os.path.join(run_dir, "replay", "replay.jsonl")
+  before = open(own).read()
+  res = runner.replay(run_dir, dataclasses.replace(OPTS, max_new_tokens=24, steps=(2,), plots=False))
+  assert res.out_dir == os.path.join(run_dir, "replay", "max_new_tokens_24")
+  assert res.computed == [0, 2] and open(own).read() == before
+  lines = [json.loads(ln) for ln in open(os.path.join(res.out_dir, "replay.jsonl"))]
+  assert {ln["settings"]["sampling"]["max_new_tokens"] for ln in lines} == {24}
+  assert os.path.exists(os.path.join(res.out_dir, "base_samples.npz"))
+  for step in (0, 2):  # the run's budget was 16: the longer one lets responses run past it
+    assert res.records[step]["probe"]["response_len/mean"] <= 24
+  assert max(res.records[s]["probe"]["response_len/mean"] for s in (0, 2)) > 16
+  assert runner.replay(run_dir, dataclasses.replace(OPTS, max_new_tokens=16)).out_dir == \
+      os.path.join(run_dir, "replay")  # the run's own budget is the run's own replay
+  with pytest.raises(config_lib.ConfigError, match="at most 240 new tokens"):  # max_seq_len 256 - 16
+    runner.replay(run_dir, dataclasses.replace(OPTS, max_new_tokens=10_000))
+  assert not os.path.exists(os.path.join(run_dir, "replay", "max_new_tokens_10000"))
+  # The exact check, on the probe's padded prompts (16 tokens here): 16 + 30 > 40.
+  cfg, task = Workdir(run_dir).load_config()
+  short = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, max_seq_len=40),
+                              sampling=dataclasses.replace(cfg.sampling, max_new_tokens=30))
+  with pytest.raises(config_lib.ConfigError, match="at most 24 new tokens fit"):
+    probe_lib.Prober(short, task, evalsets.generate_eval_problems(task, 6, 1), 4, runner.make_mesh(cfg), 8, 0)
+  with pytest.raises(ValueError):
+    runner.ReplayOptions(max_new_tokens=0)

@@ -3,6 +3,7 @@
     python -m rldyn.replay --workdir=/tmp/rldyn/two_phase
     python -m rldyn.replay --workdir=DIR --steps=100,200 --n=64 --probe=128 --k=1,4,16,64
     python -m rldyn.replay --workdir=DIR --compare=OTHER_WORKDIR     # overlap of updated weights
+    python -m rldyn.replay --workdir=DIR --max_new_tokens=224         # a longer budget: replay/max_new_tokens_224/
 
 Writes DIR/replay/{replay.jsonl, passk.json, sparsity.json, report.md, *.png}. Results are cached per
 checkpoint: a rerun (or a run while training continues) replays only new checkpoints.
@@ -29,6 +30,9 @@ _SEED = flags.DEFINE_integer("seed", 0, "Sampling key of the replay (shared by e
 _BATCH = flags.DEFINE_integer("batch_size", 512, "Rows per sampling / scoring call.")
 _COMPARE = flags.DEFINE_string("compare", "", "Another run's workdir: overlap of updated weights.")
 _PLOTS = flags.DEFINE_bool("plots", True, "Write PNG plots (needs matplotlib).")
+_MAX_NEW = flags.DEFINE_integer(
+    "max_new_tokens", None, "Generation budget (default: the run's); another budget writes "
+    "DIR/replay/max_new_tokens_N/ beside the run's own replay.")
 _PROGRESS = flags.DEFINE_bool("progress", True, "Show a progress bar on stderr.")
 
 
@@ -44,7 +48,8 @@ def main(argv: Sequence[str]) -> None:
     opts = runner.ReplayOptions(
         steps=runner.parse_ints(_STEPS.value), n=_N.value, ks=runner.parse_ints(_K.value),
         probe=_PROBE.value, probe_seed=_PROBE_SEED.value, seed=_SEED.value, batch_size=_BATCH.value,
-        compare=_COMPARE.value, plots=_PLOTS.value, progress=_PROGRESS.value)
+        compare=_COMPARE.value, plots=_PLOTS.value, progress=_PROGRESS.value,
+        max_new_tokens=_MAX_NEW.value)
   except ValueError as e:
     raise app.UsageError(str(e)) from e
   result = runner.replay(workdir, opts)

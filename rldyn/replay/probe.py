@@ -36,7 +36,7 @@ from rldyn import data
 from rldyn import evaluation
 from rldyn import parallel
 from rldyn import sampling
-from rldyn.config import Config
+from rldyn.config import Config, ConfigError
 from rldyn.metrics import entropy as entropy_lib
 from rldyn.metrics import procedure as procedure_lib
 from rldyn.metrics import strategy as strategy_lib
@@ -81,6 +81,11 @@ class Prober:
     self.batch = effective_batch(batch_size, self.rows, parallel.data_parallel_size(mesh))
     self.num_batches = -(-self.rows // self.batch)
     self.new_tokens = cfg.sampling.max_new_tokens
+    width = self.prompts["tokens"].shape[1]
+    if width + self.new_tokens > cfg.model.max_seq_len:
+      raise ConfigError(f"the probe's prompts ({width} tokens, padded) plus max_new_tokens={self.new_tokens} "
+                       f"exceed model.max_seq_len={cfg.model.max_seq_len}: at most "
+                       f"{cfg.model.max_seq_len - width} new tokens fit")
     self._sample = sampling.make_sampler(cfg.model, cfg.sampling)
     n_max = self.new_tokens
     self.score_widths = sorted({min(n_max, -(-n_max * f // (8 * 16)) * 16) for f in (1, 2, 4, 6, 8)})

@@ -24,9 +24,11 @@ import jax
 import numpy as np
 from absl import logging
 
+from rldyn import data as data_lib
 from rldyn import model as model_lib
 from rldyn import parallel
-from rldyn.config import Config
+from rldyn import workdir as workdir_lib
+from rldyn.config import Config, ConfigError
 from rldyn.workdir import Workdir
 from rldyn.metrics import passk as passk_lib
 from rldyn.metrics import sparsity as sparsity_lib
@@ -55,6 +57,7 @@ class ReplayOptions:
   plots: bool = True  # write PNG plots (needs matplotlib)
   progress: bool = True  # progress bar on stderr
   data_dir: str | None = None  # TFDS data dir for the probe set (None = the run's)
+  max_new_tokens: int | None = None  # generation budget (None = the run's); another writes replay/max_new_tokens_N/
 
   def __post_init__(self):
     if self.n < 1:
@@ -69,6 +72,8 @@ class ReplayOptions:
       raise ValueError(f"checkpoint steps are >= 1 (0 is the base, always included), got {self.steps}")
     if any(not a >= 0 for a in self.atols):
       raise ValueError(f"atols must be >= 0, got {self.atols}")
+    if self.max_new_tokens is not None and self.max_new_tokens < 1:
+      raise ValueError(f"max_new_tokens must be >= 1 (or None for the run's), got {self.max_new_tokens}")
 
   def k_grid(self) -> list[int]:
     return sorted(set(self.ks)) if self.ks else passk_lib.k_grid(self.n)
@@ -88,8 +93,21 @@ class ReplayResult:
   compiled: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
-def replay_dir(workdir: str) -> str:
-  return Workdir(workdir).replay_dir
+def replay_dir(workdir: str, max_new_tokens: int | None = None) -> str:
+  """Where a replay of `workdir` writes: replay/, or replay/max_new_tokens_N/ at another budget."""
+  return Workdir(workdir).replay_out_dir(max_new_tokens)
+
+
+def with_budget(cfg: Config, max_new_tokens: int | None) -> tuple[Config, int | None]:
+  """(cfg with sampling.max_new_tokens = max_new_tokens, the budget if it differs from the run's)."""
+  if max_new_tokens is None or max_new_tokens == cfg.sampling.max_new_tokens:
+    return cfg, None
+  if max_new_tokens + data_lib.PROMPT_BUCKET > cfg.model.max_seq_len:  # the probe's prompts fit exactly later
+    raise ConfigError(f"max_new_tokens={max_new_tokens} plus a prompt does not fit model.max_seq_len="
+                      f"{cfg.model.max_seq_len}: at most {cfg.model.max_seq_len - data_lib.PROMPT_BUCKET} "
+                      "new tokens, less the probe's prompt length beyond that")
+  return dataclasses.replace(cfg, sampling=dataclasses.replace(cfg.sampling, max_new_tokens=max_new_tokens)), \
+      max_new_tokens
 
 
 def make_mesh(cfg: Config):
@@ -152,7 +170,7 @@ class _Models:
 
   @property
   def samples_path(self) -> str:
-    return Workdir(self.workdir).replay_base_samples_path
+    return os.path.join(self.out_dir, workdir_lib.REPLAY_BASE_SAMPLES)
 
   def base_samples(self, progress) -> tuple[np.ndarray, np.ndarray]:
     """(tokens_RN, mask_RN) of the base's probe samples: from base_samples.npz, else sampled now."""
@@ -224,13 +242,14 @@ def replay(workdir: str, opts: ReplayOptions = ReplayOptions()) -> ReplayResult:
   t_start = time.time()
   workdir = os.path.abspath(workdir)
   cfg, task = Workdir(workdir).load_config()
-  out_dir = replay_dir(workdir)
+  cfg, budget = with_budget(cfg, opts.max_new_tokens)
+  out_dir = replay_dir(workdir, budget)
   os.makedirs(out_dir, exist_ok=True)
   mesh = make_mesh(cfg)
   batch = probe_lib.effective_batch(opts.batch_size, opts.probe * opts.n,
                                     parallel.data_parallel_size(mesh))
   settings = settings_for(cfg, opts, batch)
-  cache = cache_lib.ReplayCache(Workdir(workdir).replay_cache_path, settings)
+  cache = cache_lib.ReplayCache(os.path.join(out_dir, workdir_lib.REPLAY_CACHE), settings)
   if cache.stale():
     logging.info("%d cached replay line(s) were computed with other settings; ignoring them",
                  cache.stale())
