@@ -75,10 +75,7 @@ def validate(cfg: Config, num_devices: int) -> None:
   if "tokenizer_dir" in task_cls.config_cls.__dataclass_fields__ and not cfg.checkpoint_dir:
     raise ConfigError(f"task {cfg.task.name} runs on a Hugging Face checkpoint (its tokenizer and base "
                       "model): set checkpoint_dir to the checkpoint's directory")
-  longest = cfg.sampling.max_new_tokens + data_lib.PROMPT_BUCKET  # the shortest prompt a batch can have
-  if longest > cfg.model.max_seq_len:
-    raise ConfigError(f"sampling.max_new_tokens={cfg.sampling.max_new_tokens} plus a prompt does not fit "
-                      f"model.max_seq_len={cfg.model.max_seq_len}; lower the one or raise the other")
+  check_generation_fits(cfg)
   if cfg.pretrain.seq_len > cfg.model.max_seq_len:
     raise ConfigError(f"pretrain.seq_len={cfg.pretrain.seq_len} exceeds model.max_seq_len="
                       f"{cfg.model.max_seq_len}")
@@ -125,6 +122,15 @@ def validate(cfg: Config, num_devices: int) -> None:
   if cfg.pretrain.batch_size % dp:
     raise ConfigError(f"pretrain.batch_size={cfg.pretrain.batch_size} must be divisible by the mesh's "
                       f"data-parallel size {dp} (mesh.data * mesh.fsdp)")
+
+
+def check_generation_fits(cfg: Config) -> None:
+  """sampling.max_new_tokens plus the shortest prompt a batch can have (one PROMPT_BUCKET) must fit
+  model.max_seq_len (also rldyn.replay's check of another budget)."""
+  if cfg.sampling.max_new_tokens + data_lib.PROMPT_BUCKET > cfg.model.max_seq_len:
+    raise ConfigError(f"sampling.max_new_tokens={cfg.sampling.max_new_tokens} plus a prompt does not fit "
+                      f"model.max_seq_len={cfg.model.max_seq_len} (at most "
+                      f"{cfg.model.max_seq_len - data_lib.PROMPT_BUCKET} new tokens); lower the one or raise the other")
 
 
 def check_batch(cfg: Config, dp: int) -> None:

@@ -180,8 +180,12 @@ class Workdir:
   phases_path = property(lambda self: self.path(PHASES))
   phases_plot_path = property(lambda self: self.path(PHASES_PLOT))
   replay_dir = property(lambda self: self.path(REPLAY))
-  replay_cache_path = property(lambda self: self.path(REPLAY, REPLAY_CACHE))
-  replay_base_samples_path = property(lambda self: self.path(REPLAY, REPLAY_BASE_SAMPLES))
+  roles_validation_path = property(lambda self: self.path(ROLES_VALIDATION))
+  base_dir = property(lambda self: self.path(BASE))
+  base_info_path = property(lambda self: self.path(BASE, BASE_INFO))
+  base_params_path = property(lambda self: self.path(BASE, BASE_PARAMS))
+  base_metrics_path = property(lambda self: self.path(BASE, METRICS))
+  base_checkpoints_dir = property(lambda self: self.path(BASE, CHECKPOINTS))
 
   def replay_out_dir(self, max_new_tokens: int | None = None) -> str:
     """replay/, or replay/max_new_tokens_N/ for a replay at another generation budget than the run's
@@ -189,12 +193,6 @@ class Workdir:
     if max_new_tokens is None:
       return self.replay_dir
     return self.path(REPLAY, REPLAY_BUDGET_DIR.format(max_new_tokens))
-  roles_validation_path = property(lambda self: self.path(ROLES_VALIDATION))
-  base_dir = property(lambda self: self.path(BASE))
-  base_info_path = property(lambda self: self.path(BASE, BASE_INFO))
-  base_params_path = property(lambda self: self.path(BASE, BASE_PARAMS))
-  base_metrics_path = property(lambda self: self.path(BASE, METRICS))
-  base_checkpoints_dir = property(lambda self: self.path(BASE, CHECKPOINTS))
 
   def lock(self) -> WorkdirLock:
     """`with wd.lock():` — one writer per workdir (WorkdirBusy if another live process holds it)."""

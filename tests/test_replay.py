@@ -147,7 +147,7 @@ def test_cli_rerun_is_cached(run_dir, first):
   proc = subprocess.run(  # a budget the model cannot hold: one line, exit 2, nothing written
       [sys.executable, "-m", "rldyn.replay", f"--workdir={run_dir}", "--max_new_tokens=10000"],
       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-  assert proc.returncode == 2 and "rldyn: error: max_new_tokens=10000" in proc.stderr, proc.stderr[-2000:]
+  assert proc.returncode == 2 and "rldyn: error: sampling.max_new_tokens=10000" in proc.stderr, proc.stderr[-2000:]
   assert "Traceback" not in proc.stderr
 
 
@@ -242,7 +242,7 @@ def test_another_generation_budget_writes_beside_the_runs_replay(run_dir, first)
   assert max(res.records[s]["probe"]["response_len/mean"] for s in (0, 2)) > 16
   assert runner.replay(run_dir, dataclasses.replace(OPTS, max_new_tokens=16)).out_dir == \
       os.path.join(run_dir, "replay")  # the run's own budget is the run's own replay
-  with pytest.raises(config_lib.ConfigError, match="at most 240 new tokens"):  # max_seq_len 256 - 16
+  with pytest.raises(config_lib.ConfigError, match=r"\(at most 240 new tokens\)"):  # max_seq_len 256 - 16
     runner.replay(run_dir, dataclasses.replace(OPTS, max_new_tokens=10_000))
   assert not os.path.exists(os.path.join(run_dir, "replay", "max_new_tokens_10000"))
   # The exact check, on the probe's padded prompts (16 tokens here): 16 + 30 > 40.

@@ -24,11 +24,11 @@ import jax
 import numpy as np
 from absl import logging
 
-from rldyn import data as data_lib
+from rldyn import launch
 from rldyn import model as model_lib
 from rldyn import parallel
 from rldyn import workdir as workdir_lib
-from rldyn.config import Config, ConfigError
+from rldyn.config import Config
 from rldyn.workdir import Workdir
 from rldyn.metrics import passk as passk_lib
 from rldyn.metrics import sparsity as sparsity_lib
@@ -102,12 +102,9 @@ def with_budget(cfg: Config, max_new_tokens: int | None) -> tuple[Config, int | 
   """(cfg with sampling.max_new_tokens = max_new_tokens, the budget if it differs from the run's)."""
   if max_new_tokens is None or max_new_tokens == cfg.sampling.max_new_tokens:
     return cfg, None
-  if max_new_tokens + data_lib.PROMPT_BUCKET > cfg.model.max_seq_len:  # the probe's prompts fit exactly later
-    raise ConfigError(f"max_new_tokens={max_new_tokens} plus a prompt does not fit model.max_seq_len="
-                      f"{cfg.model.max_seq_len}: at most {cfg.model.max_seq_len - data_lib.PROMPT_BUCKET} "
-                      "new tokens, less the probe's prompt length beyond that")
-  return dataclasses.replace(cfg, sampling=dataclasses.replace(cfg.sampling, max_new_tokens=max_new_tokens)), \
-      max_new_tokens
+  cfg = dataclasses.replace(cfg, sampling=dataclasses.replace(cfg.sampling, max_new_tokens=max_new_tokens))
+  launch.check_generation_fits(cfg)  # the probe's own prompt width is checked exactly by the Prober
+  return cfg, max_new_tokens
 
 
 def make_mesh(cfg: Config):
